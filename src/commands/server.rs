@@ -1,0 +1,430 @@
+//! Server commands: COMMAND, INFO, CONFIG, DBSIZE, FLUSHDB, FLUSHALL, TIME,
+//! SHUTDOWN.
+
+use std::fmt::Write;
+use std::ops::ControlFlow;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+
+use super::connection::{help, REDIS_VERSION};
+use super::{flag, is, parse_i64, Ctx, Spec, COMMANDS};
+use crate::clock::{now_ms, now_us};
+use crate::config::EngineKind;
+use crate::error::{CommandError, CommandResult};
+use crate::glob;
+use crate::server::reply::Reply;
+
+fn command_info(spec: &Spec) -> Reply {
+    let flags = flag::NAMES
+        .iter()
+        .filter(|(bit, _)| spec.flags & bit != 0)
+        .map(|(_, name)| Reply::Status(name))
+        .collect();
+    let (first, last, step) = spec.keys;
+    Reply::Array(vec![
+        Reply::bulk_static(spec.name.as_bytes()),
+        Reply::Int(i64::from(spec.arity)),
+        Reply::Set(flags),
+        Reply::Int(i64::from(first)),
+        Reply::Int(i64::from(last)),
+        Reply::Int(i64::from(step)),
+        Reply::Set(vec![Reply::StatusOwned(format!("@{}", spec.group))]),
+        Reply::Array(Vec::new()),
+        Reply::Array(Vec::new()),
+        Reply::Array(Vec::new()),
+    ])
+}
+
+fn command_docs(spec: &Spec) -> Reply {
+    let field = |k: &'static [u8], v: &'static str| {
+        (Reply::bulk_static(k), Reply::bulk_static(v.as_bytes()))
+    };
+    Reply::Map(vec![
+        field(b"summary", spec.summary),
+        field(b"since", spec.since),
+        field(b"group", spec.group),
+    ])
+}
+
+fn named_specs(names: &[Bytes]) -> impl Iterator<Item = Option<&'static Spec>> + '_ {
+    names
+        .iter()
+        .map(|name| super::lookup(name).map(|i| &COMMANDS[i]))
+}
+
+const COMMAND_HELP: &[&str] = &[
+    "COMMAND <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "(no subcommand)",
+    "    Return details about all commands.",
+    "COUNT",
+    "    Return the total number of commands in this server.",
+    "LIST",
+    "    Return a list of all commands in this server.",
+    "INFO [<command-name> ...]",
+    "    Return details about multiple commands.",
+    "DOCS [<command-name> ...]",
+    "    Return documentation details about multiple commands.",
+    "HELP",
+    "    Print this help.",
+];
+
+/// COMMAND [COUNT | LIST | INFO name... | DOCS name... | HELP]
+pub fn command(_ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
+    let Some(sub) = argv.get(1) else {
+        return Ok(Reply::Array(COMMANDS.iter().map(command_info).collect()));
+    };
+    let rest = &argv[2..];
+    match sub {
+        s if is(s, "count") && rest.is_empty() => Ok(Reply::Int(COMMANDS.len() as i64)),
+        s if is(s, "list") && rest.is_empty() => Ok(Reply::Array(
+            COMMANDS
+                .iter()
+                .map(|s| Reply::bulk_static(s.name.as_bytes()))
+                .collect(),
+        )),
+        s if is(s, "info") => Ok(Reply::Array(if rest.is_empty() {
+            COMMANDS.iter().map(command_info).collect()
+        } else {
+            named_specs(rest)
+                .map(|spec| spec.map_or(Reply::NilArray, command_info))
+                .collect()
+        })),
+        s if is(s, "docs") => {
+            let specs: Vec<&Spec> = if rest.is_empty() {
+                COMMANDS.iter().collect()
+            } else {
+                named_specs(rest).flatten().collect()
+            };
+            Ok(Reply::Map(
+                specs
+                    .into_iter()
+                    .map(|spec| (Reply::bulk_static(spec.name.as_bytes()), command_docs(spec)))
+                    .collect(),
+            ))
+        }
+        s if is(s, "help") => Ok(help(COMMAND_HELP)),
+        s if ["count", "list"].iter().any(|n| is(s, n)) => Err(CommandError::WrongArity(format!(
+            "command|{}",
+            String::from_utf8_lossy(s).to_lowercase()
+        ))),
+        s => Err(CommandError::UnknownSubcommand {
+            sub: String::from_utf8_lossy(s).into_owned(),
+            command: "COMMAND".into(),
+        }),
+    }
+}
+
+/// Resident set size of this process, from /proc (0 where unavailable).
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// Live keys and keys with an expiry, per database.
+async fn keyspace_counts(ctx: &mut Ctx<'_>) -> CommandResult<Vec<(u8, u64, u64)>> {
+    let now = now_ms();
+    let mut out = Vec::new();
+    for db in 0..ctx.node.databases() {
+        let (mut keys, mut expires) = (0u64, 0u64);
+        ctx.node
+            .coordinator
+            .scan(db, 0, &mut |_, _, record| {
+                let mut live = record.live(now).peekable();
+                if live.peek().is_some() {
+                    keys += 1;
+                    if live.any(|s| s.expire_at_ms.is_some()) {
+                        expires += 1;
+                    }
+                }
+                ControlFlow::Continue(())
+            })
+            .await?;
+        if keys > 0 {
+            out.push((db, keys, expires));
+        }
+    }
+    Ok(out)
+}
+
+/// INFO [section ...]
+pub async fn info(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
+    let wanted: Vec<String> = argv[1..]
+        .iter()
+        .map(|a| String::from_utf8_lossy(a).to_lowercase())
+        .collect();
+    let all = wanted.is_empty()
+        || wanted
+            .iter()
+            .any(|w| ["all", "everything", "default"].contains(&w.as_str()));
+    let want = |section: &str| all || wanted.iter().any(|w| w == section);
+    let node = ctx.node;
+    let config = &node.config;
+    let replica = node.coordinator.local();
+    let mut text = String::new();
+    if want("server") {
+        let uptime = node.started.elapsed().as_secs();
+        let _ = write!(
+            text,
+            "# Server\r\nredis_version:{REDIS_VERSION}\r\nringkv_version:{}\r\nredis_mode:standalone\r\n\
+             os:{} {}\r\narch_bits:64\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\n\
+             uptime_in_seconds:{uptime}\r\nuptime_in_days:{}\r\nexecutable:ringkv\r\n\r\n",
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::OS,
+            std::env::consts::ARCH,
+            std::process::id(),
+            node.identity.node_id,
+            node.port,
+            uptime / 86400,
+        );
+    }
+    if want("clients") {
+        let _ = write!(
+            text,
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n\r\n",
+            node.clients.len(),
+            node.settings.read().maxclients
+        );
+    }
+    if want("memory") {
+        let rss = rss_bytes();
+        let _ = write!(
+            text,
+            "# Memory\r\nused_memory:{rss}\r\nused_memory_rss:{rss}\r\nmaxmemory:0\r\nmaxmemory_policy:noeviction\r\n\r\n"
+        );
+    }
+    if want("persistence") {
+        let disk = config.storage.engine == EngineKind::Disk;
+        let _ = write!(
+            text,
+            "# Persistence\r\nloading:0\r\nringkv_engine:{}\r\nringkv_disk_bytes:{}\r\naof_enabled:{}\r\n\
+             appendfsync:{}\r\nrdb_changes_since_last_save:0\r\nrdb_bgsave_in_progress:0\r\n\r\n",
+            if disk { "disk" } else { "memory" },
+            replica.engine().disk_bytes(),
+            u8::from(disk),
+            config.storage.fsync.as_str(),
+        );
+    }
+    if want("stats") {
+        let s = &node.stats;
+        let _ = write!(
+            text,
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
+             rejected_connections:{}\r\nexpired_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\n\r\n",
+            s.connections.load(Ordering::Relaxed),
+            s.commands.load(Ordering::Relaxed),
+            s.rejected.load(Ordering::Relaxed),
+            s.expired.load(Ordering::Relaxed),
+            s.hits.load(Ordering::Relaxed),
+            s.misses.load(Ordering::Relaxed),
+        );
+    }
+    if want("replication") {
+        text.push_str("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n");
+    }
+    if want("keyspace") {
+        text.push_str("# Keyspace\r\n");
+        for (db, keys, expires) in keyspace_counts(ctx).await? {
+            let _ = write!(text, "db{db}:keys={keys},expires={expires},avg_ttl=0\r\n");
+        }
+        text.push_str("\r\n");
+    }
+    Ok(Reply::Verbatim(text.trim_end().to_string() + "\r\n"))
+}
+
+/// The CONFIG GET view of every parameter ringkv knows.
+fn config_params(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
+    let config = &ctx.node.config;
+    let settings = ctx.node.settings.read();
+    let disk = config.storage.engine == EngineKind::Disk;
+    vec![
+        ("bind", config.server.bind.to_string()),
+        ("port", ctx.node.port.to_string()),
+        ("requirepass", settings.requirepass.clone()),
+        ("maxclients", settings.maxclients.to_string()),
+        ("timeout", settings.timeout.to_string()),
+        ("databases", config.server.databases.to_string()),
+        (
+            "proto-max-bulk-len",
+            settings.limits.max_bulk_len.to_string(),
+        ),
+        (
+            "client-query-buffer-limit",
+            settings.limits.query_buffer_limit.to_string(),
+        ),
+        ("dir", config.storage.data_dir.display().to_string()),
+        ("save", settings.save.clone()),
+        ("appendonly", if disk { "yes" } else { "no" }.to_string()),
+        ("appendfsync", config.storage.fsync.as_str().to_string()),
+        ("maxmemory", "0".to_string()),
+        ("maxmemory-policy", "noeviction".to_string()),
+    ]
+}
+
+const CONFIG_HELP: &[&str] = &[
+    "CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "GET <pattern>",
+    "    Return parameters matching the glob-like <pattern> and their values.",
+    "SET <directive> <value>",
+    "    Set the configuration <directive> to <value>.",
+    "RESETSTAT",
+    "    Reset statistics reported by the INFO command.",
+    "HELP",
+    "    Print this help.",
+];
+
+/// CONFIG GET pattern... | SET name value... | RESETSTAT | HELP
+pub fn config(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
+    let sub = String::from_utf8_lossy(&argv[1]).to_lowercase();
+    let arity = || CommandError::WrongArity(format!("config|{sub}"));
+    match sub.as_str() {
+        "get" => {
+            if argv.len() < 3 {
+                return Err(arity());
+            }
+            let params = config_params(ctx);
+            let pairs = params
+                .into_iter()
+                .filter(|(name, _)| {
+                    argv[2..]
+                        .iter()
+                        .any(|p| glob::matches(p, name.as_bytes(), true))
+                })
+                .map(|(name, value)| {
+                    (
+                        Reply::bulk_static(name.as_bytes()),
+                        Reply::bulk_string(value),
+                    )
+                })
+                .collect();
+            Ok(Reply::Map(pairs))
+        }
+        "set" => {
+            if argv.len() < 4 || argv.len() % 2 != 0 {
+                return Err(arity());
+            }
+            // Validate every pair first: CONFIG SET is all or nothing.
+            let mut settings = ctx.node.settings.read().clone();
+            for pair in argv[2..].chunks(2) {
+                let (name, value) = (&pair[0], &pair[1]);
+                let bad = |reason: &str| {
+                    CommandError::Other(format!(
+                        "CONFIG SET failed (possibly related to argument '{}') - {reason}",
+                        String::from_utf8_lossy(name)
+                    ))
+                };
+                let number = || {
+                    parse_i64(value)
+                        .ok()
+                        .filter(|&n| n >= 0)
+                        .ok_or_else(|| bad("argument couldn't be parsed into an integer"))
+                };
+                match name {
+                    n if is(n, "requirepass") => {
+                        settings.requirepass = String::from_utf8_lossy(value).into_owned()
+                    }
+                    n if is(n, "maxclients") => settings.maxclients = number()?.max(1) as usize,
+                    n if is(n, "timeout") => settings.timeout = number()? as u64,
+                    n if is(n, "save") => {
+                        settings.save = String::from_utf8_lossy(value).into_owned()
+                    }
+                    n if is(n, "appendonly") || is(n, "appendfsync") => {
+                        return Err(bad(
+                            "ringkv sets durability at start (storage.engine, storage.fsync)",
+                        ))
+                    }
+                    _ => {
+                        return Err(CommandError::Other(format!(
+                            "Unknown option or number of arguments for CONFIG SET - '{}'",
+                            String::from_utf8_lossy(name)
+                        )))
+                    }
+                }
+            }
+            *ctx.node.settings.write() = settings;
+            Ok(Reply::Ok)
+        }
+        "resetstat" => {
+            let s = &ctx.node.stats;
+            for counter in [
+                &s.commands,
+                &s.connections,
+                &s.rejected,
+                &s.hits,
+                &s.misses,
+                &s.expired,
+            ] {
+                counter.store(0, Ordering::Relaxed);
+            }
+            Ok(Reply::Ok)
+        }
+        "help" => Ok(help(CONFIG_HELP)),
+        _ => Err(CommandError::UnknownSubcommand {
+            sub: String::from_utf8_lossy(&argv[1]).into_owned(),
+            command: "CONFIG".into(),
+        }),
+    }
+}
+
+/// DBSIZE: live keys in the selected database.
+pub async fn dbsize(ctx: &mut Ctx<'_>) -> CommandResult<Reply> {
+    let now = now_ms();
+    let mut keys = 0;
+    ctx.node
+        .coordinator
+        .scan(ctx.session.db, 0, &mut |_, _, record| {
+            if record.live(now).next().is_some() {
+                keys += 1;
+            }
+            ControlFlow::Continue(())
+        })
+        .await?;
+    Ok(Reply::Int(keys))
+}
+
+/// FLUSHDB / FLUSHALL [ASYNC | SYNC]
+pub async fn flush(ctx: &mut Ctx<'_>, argv: &[Bytes], all: bool) -> CommandResult<Reply> {
+    match argv.get(1) {
+        None => {}
+        Some(mode) if argv.len() == 2 && (is(mode, "async") || is(mode, "sync")) => {}
+        Some(_) => return Err(CommandError::Syntax),
+    }
+    let db = if all { None } else { Some(ctx.session.db) };
+    ctx.node.coordinator.flush(db).await?;
+    Ok(Reply::Ok)
+}
+
+/// TIME: [unix seconds, microseconds].
+pub fn time() -> CommandResult<Reply> {
+    let us = now_us();
+    Ok(Reply::Array(vec![
+        Reply::bulk_string((us / 1_000_000).to_string()),
+        Reply::bulk_string((us % 1_000_000).to_string()),
+    ]))
+}
+
+/// SHUTDOWN [NOSAVE | SAVE] [NOW] [FORCE]: data is synced either way; the
+/// connection closes without a reply, as with Redis.
+pub fn shutdown(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Option<Reply>> {
+    for arg in &argv[1..] {
+        if is(arg, "abort") {
+            return Err(CommandError::Other("No shutdown in progress.".into()));
+        }
+        if !["nosave", "save", "now", "force"]
+            .iter()
+            .any(|o| is(arg, o))
+        {
+            return Err(CommandError::Syntax);
+        }
+    }
+    tracing::info!("SHUTDOWN requested by client {}", ctx.session.handle.id);
+    ctx.node.shut_down();
+    ctx.session.closing = true;
+    Ok(None)
+}

@@ -1,0 +1,382 @@
+//! Configuration: a TOML file (`conf/ringkv.toml` documents every key) plus
+//! command-line flags that override it, validated once at start so that the
+//! rest of the server can trust every value.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// Why a configuration was refused; printed to the operator at start.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file named by `--config` could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file we tried.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for our schema (unknown keys are refused too).
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file we tried.
+        path: PathBuf,
+        /// What the parser said, with line and column.
+        source: toml::de::Error,
+    },
+    /// A value is out of its range.
+    #[error("invalid setting {key}: {reason}")]
+    Invalid {
+        /// The setting, as written in the file.
+        key: &'static str,
+        /// Why it was refused.
+        reason: String,
+    },
+}
+
+/// Which storage engine keeps the records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// fjall LSM tree on disk: survives restarts.
+    Disk,
+    /// A hash map in RAM: Redis-like speed, nothing survives a restart.
+    Memory,
+}
+
+/// When acknowledged writes reach the disk, mirroring Redis `appendfsync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncMode {
+    /// fsync before the reply is sent (group commit across clients).
+    Always,
+    /// fsync once a second: a power loss may lose the last second.
+    Everysec,
+    /// leave it to the OS.
+    No,
+}
+
+impl FsyncMode {
+    /// The name Redis uses for the same `appendfsync` setting.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FsyncMode::Always => "always",
+            FsyncMode::Everysec => "everysec",
+            FsyncMode::No => "no",
+        }
+    }
+}
+
+/// How a read that finds concurrent values answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ConflictMode {
+    /// Return every concurrent value as a RESP array (the client resolves).
+    Siblings,
+    /// Return the value written last by wall clock; the others stay stored.
+    Lww,
+}
+
+/// The listener and client-facing limits.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub bind: IpAddr,
+    /// RESP port.
+    pub port: u16,
+    /// Password for AUTH; empty means no authentication.
+    pub requirepass: String,
+    /// Connections past this get `-ERR max number of clients reached`.
+    pub maxclients: usize,
+    /// Close a client idle this many seconds; 0 disables.
+    pub timeout: u64,
+    /// Number of logical databases for SELECT.
+    pub databases: u8,
+    /// Largest bulk string a client may send.
+    pub proto_max_bulk_len: u64,
+    /// Largest number of elements in one request.
+    pub max_multibulk_len: u64,
+    /// Largest unparsed input buffered for one client.
+    pub client_query_buffer_limit: u64,
+    /// Tokio worker threads; 0 means one per core.
+    pub threads: usize,
+    /// Log filter, as `RUST_LOG` (error, warn, info, debug, trace).
+    pub log_level: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind: IpAddr::from([127, 0, 0, 1]),
+            port: 6379,
+            requirepass: String::new(),
+            maxclients: 10_000,
+            timeout: 0,
+            databases: 16,
+            proto_max_bulk_len: 512 * 1024 * 1024,
+            max_multibulk_len: 1024 * 1024,
+            client_query_buffer_limit: 1024 * 1024 * 1024,
+            threads: 0,
+            log_level: "info".to_string(),
+        }
+    }
+}
+
+/// Where and how records are kept.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Storage engine.
+    pub engine: EngineKind,
+    /// Directory for data and the node identity.
+    pub data_dir: PathBuf,
+    /// Durability mode.
+    pub fsync: FsyncMode,
+    /// Block cache of the disk engine, in MiB.
+    pub cache_mb: u64,
+    /// How often the active expiry sweep runs, in milliseconds.
+    pub expiry_sweep_ms: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            engine: EngineKind::Disk,
+            data_dir: PathBuf::from("./data"),
+            fsync: FsyncMode::Everysec,
+            cache_mb: 256,
+            expiry_sweep_ms: 100,
+        }
+    }
+}
+
+/// Versioning and replication settings (a single node is a cluster of one).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's name; empty means generate one when the data dir is created.
+    pub node_id: String,
+    /// How reads answer when a key holds concurrent values.
+    pub conflicts: ConflictMode,
+    /// How long a delete's tombstone is kept so replicas can learn of it.
+    pub tombstone_grace_secs: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            node_id: String::new(),
+            conflicts: ConflictMode::Siblings,
+            tombstone_grace_secs: 0,
+        }
+    }
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `[server]` table.
+    pub server: ServerConfig,
+    /// `[storage]` table.
+    pub storage: StorageConfig,
+    /// `[cluster]` table.
+    pub cluster: ClusterConfig,
+}
+
+/// Command-line flags. Each overrides the config key of the same name.
+#[derive(Debug, Parser, Default)]
+#[command(
+    name = "ringkv",
+    version,
+    about = "A Redis-protocol server over a Dynamo-style key-value store"
+)]
+pub struct Cli {
+    /// TOML config file (see conf/ringkv.toml); flags override its values.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [server.bind, default 127.0.0.1].
+    #[arg(long)]
+    pub bind: Option<IpAddr>,
+    /// RESP port [server.port, default 6379].
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Require clients to AUTH with this password [server.requirepass].
+    #[arg(long)]
+    pub requirepass: Option<String>,
+    /// Maximum connected clients [server.maxclients, default 10000].
+    #[arg(long)]
+    pub maxclients: Option<usize>,
+    /// Close clients idle for this many seconds, 0 = never [server.timeout].
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    /// Number of databases for SELECT [server.databases, default 16].
+    #[arg(long)]
+    pub databases: Option<u8>,
+    /// Largest bulk string accepted, bytes [server.proto_max_bulk_len].
+    #[arg(long)]
+    pub proto_max_bulk_len: Option<u64>,
+    /// Largest number of arguments in one request [server.max_multibulk_len].
+    #[arg(long)]
+    pub max_multibulk_len: Option<u64>,
+    /// Largest unparsed input per client, bytes [server.client_query_buffer_limit].
+    #[arg(long)]
+    pub client_query_buffer_limit: Option<u64>,
+    /// Worker threads, 0 = one per core [server.threads].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Log filter: error, warn, info, debug, trace [server.log_level].
+    #[arg(long)]
+    pub log_level: Option<String>,
+    /// Storage engine [storage.engine, default disk].
+    #[arg(long, value_enum)]
+    pub engine: Option<EngineKind>,
+    /// Data directory [storage.data_dir, default ./data].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Durability: always, everysec or no [storage.fsync, default everysec].
+    #[arg(long, value_enum)]
+    pub fsync: Option<FsyncMode>,
+    /// Disk engine block cache, MiB [storage.cache_mb].
+    #[arg(long)]
+    pub cache_mb: Option<u64>,
+    /// Active expiry sweep interval, ms [storage.expiry_sweep_ms].
+    #[arg(long)]
+    pub expiry_sweep_ms: Option<u64>,
+    /// This node's name [cluster.node_id, default generated].
+    #[arg(long)]
+    pub node_id: Option<String>,
+    /// Reads of concurrent values: siblings or lww [cluster.conflicts].
+    #[arg(long, value_enum)]
+    pub conflicts: Option<ConflictMode>,
+    /// Seconds a delete's tombstone is kept [cluster.tombstone_grace_secs].
+    #[arg(long)]
+    pub tombstone_grace_secs: Option<u64>,
+}
+
+impl Config {
+    /// Reads and parses a TOML config file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// The file named by `--config` (or the defaults), with every flag applied, validated.
+    pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
+        let mut config = match &cli.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        config.apply(cli);
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn apply(&mut self, cli: &Cli) {
+        fn set<T: Clone>(slot: &mut T, flag: &Option<T>) {
+            if let Some(value) = flag {
+                *slot = value.clone();
+            }
+        }
+        let s = &mut self.server;
+        set(&mut s.bind, &cli.bind);
+        set(&mut s.port, &cli.port);
+        set(&mut s.requirepass, &cli.requirepass);
+        set(&mut s.maxclients, &cli.maxclients);
+        set(&mut s.timeout, &cli.timeout);
+        set(&mut s.databases, &cli.databases);
+        set(&mut s.proto_max_bulk_len, &cli.proto_max_bulk_len);
+        set(&mut s.max_multibulk_len, &cli.max_multibulk_len);
+        set(
+            &mut s.client_query_buffer_limit,
+            &cli.client_query_buffer_limit,
+        );
+        set(&mut s.threads, &cli.threads);
+        set(&mut s.log_level, &cli.log_level);
+        let st = &mut self.storage;
+        set(&mut st.engine, &cli.engine);
+        set(&mut st.data_dir, &cli.data_dir);
+        set(&mut st.fsync, &cli.fsync);
+        set(&mut st.cache_mb, &cli.cache_mb);
+        set(&mut st.expiry_sweep_ms, &cli.expiry_sweep_ms);
+        let c = &mut self.cluster;
+        set(&mut c.node_id, &cli.node_id);
+        set(&mut c.conflicts, &cli.conflicts);
+        set(&mut c.tombstone_grace_secs, &cli.tombstone_grace_secs);
+    }
+
+    /// Refuses values the server could not run with, naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_string(),
+            })
+        };
+        if self.server.databases == 0 {
+            return invalid("server.databases", "must be at least 1");
+        }
+        if self.server.maxclients == 0 {
+            return invalid("server.maxclients", "must be at least 1");
+        }
+        if self.server.proto_max_bulk_len < 1024 {
+            return invalid("server.proto_max_bulk_len", "must be at least 1024");
+        }
+        if self.server.max_multibulk_len == 0 {
+            return invalid("server.max_multibulk_len", "must be at least 1");
+        }
+        if self.server.client_query_buffer_limit < 1024 * 1024 {
+            return invalid("server.client_query_buffer_limit", "must be at least 1 MiB");
+        }
+        if self.storage.expiry_sweep_ms == 0 {
+            return invalid("storage.expiry_sweep_ms", "must be at least 1");
+        }
+        if self.storage.data_dir.as_os_str().is_empty() {
+            return invalid("storage.data_dir", "must not be empty");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_config_file_equals_the_built_in_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/ringkv.toml");
+        let parsed = Config::from_file(&path).expect("conf/ringkv.toml parses");
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let cli = Cli::parse_from([
+            "ringkv", "--port", "7000", "--engine", "memory", "--fsync", "always",
+        ]);
+        let config = Config::load(&cli).expect("valid");
+        assert_eq!(config.server.port, 7000);
+        assert_eq!(config.storage.engine, EngineKind::Memory);
+        assert_eq!(config.storage.fsync, FsyncMode::Always);
+        assert_eq!(config.server.bind, IpAddr::from([127, 0, 0, 1]));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(toml::from_str::<Config>("[server]\nprot = 1\n").is_err());
+        let mut config = Config::default();
+        config.server.databases = 0;
+        let err = config.validate().expect_err("0 databases");
+        assert!(err.to_string().contains("server.databases"));
+    }
+}

@@ -1,0 +1,43 @@
+//! ringkv: a Redis-protocol server that is, underneath, a Dynamo-style
+//! distributed key-value store.
+//!
+//! Any Redis client connects to any node and uses strings and keys as with
+//! Redis 7. Every record is a set of concurrent values (siblings) with a
+//! dotted-version-vector context, so replication, quorums and conflict
+//! detection slot in under the command layer without changing it. A single
+//! node is a cluster of one.
+//!
+//! # Layout
+//!
+//! - [`config`]: TOML config plus command-line overrides, validated once.
+//! - [`server`]: listener, connections, RESP framing ([`server::parse`]) and
+//!   reply encoding ([`server::reply`]), the client registry.
+//! - [`commands`]: the command table and one file per family (connection,
+//!   server, strings, keyspace).
+//! - [`error`]: every failure as a Redis error reply, in one place.
+//! - [`cluster`]: key → slot ([`cluster::slot`]) and the coordinator that
+//!   routes key operations to replicas ([`cluster::coordinator`]).
+//! - [`replica`]: one node's versioned records: read-modify-write under
+//!   per-key locks, the expiry sweep.
+//! - [`version`]: dotted version vectors, siblings and their merge.
+//! - [`storage`]: the `Engine` trait with the fjall (disk) and memory engines,
+//!   key layout, and durability (fsync policy with group commit).
+//! - [`identity`]: node id and incarnation kept in the data dir.
+//! - [`node`]: state shared by all connections; [`run`] starts a node.
+
+pub mod clock;
+pub mod cluster;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod glob;
+pub mod identity;
+pub mod node;
+pub mod replica;
+pub mod server;
+pub mod storage;
+pub mod version;
+
+mod run;
+
+pub use run::{run, StartError};

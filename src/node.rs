@@ -1,0 +1,125 @@
+//! Everything a connection shares with the rest of the node: settings that
+//! CONFIG SET may change, the coordinator, the client registry, counters for
+//! INFO, and the shutdown switch.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::RwLock;
+use tokio::sync::watch;
+
+use crate::cluster::coordinator::Coordinator;
+use crate::config::Config;
+use crate::identity::Identity;
+use crate::server::clients::ClientRegistry;
+use crate::server::parse::Limits;
+
+/// Settings that may change while the node runs (CONFIG SET).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Password for AUTH; empty means none.
+    pub requirepass: String,
+    /// Connection cap.
+    pub maxclients: usize,
+    /// Idle timeout in seconds, 0 = none.
+    pub timeout: u64,
+    /// Parser limits.
+    pub limits: Limits,
+    /// Accepted and reported but without effect: ringkv takes no snapshots.
+    pub save: String,
+}
+
+/// Counters reported by INFO stats.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Commands executed.
+    pub commands: AtomicU64,
+    /// Connections accepted.
+    pub connections: AtomicU64,
+    /// Connections refused at maxclients.
+    pub rejected: AtomicU64,
+    /// Reads that found a value.
+    pub hits: AtomicU64,
+    /// Reads that found none.
+    pub misses: AtomicU64,
+    /// Records removed by the expiry sweep.
+    pub expired: AtomicU64,
+}
+
+impl Stats {
+    /// Adds one to a counter.
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The node's shared state.
+pub struct Node {
+    /// The configuration the node started with.
+    pub config: Config,
+    /// Settings CONFIG SET can change.
+    pub settings: RwLock<Settings>,
+    /// Who this node is.
+    pub identity: Identity,
+    /// Where key operations go.
+    pub coordinator: Coordinator,
+    /// Connected clients, for CLIENT LIST and maxclients.
+    pub clients: ClientRegistry,
+    /// INFO counters.
+    pub stats: Stats,
+    /// When the node started.
+    pub started: Instant,
+    /// Port actually bound (differs from config when it was 0).
+    pub port: u16,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Node {
+    /// Assembles the node.
+    pub fn new(
+        config: Config,
+        identity: Identity,
+        coordinator: Coordinator,
+        port: u16,
+    ) -> Arc<Node> {
+        let s = &config.server;
+        let settings = Settings {
+            requirepass: s.requirepass.clone(),
+            maxclients: s.maxclients,
+            timeout: s.timeout,
+            limits: Limits {
+                max_bulk_len: s.proto_max_bulk_len,
+                max_multibulk_len: s.max_multibulk_len,
+                query_buffer_limit: s.client_query_buffer_limit,
+            },
+            save: String::new(),
+        };
+        Arc::new(Node {
+            settings: RwLock::new(settings),
+            identity,
+            coordinator,
+            clients: ClientRegistry::default(),
+            stats: Stats::default(),
+            started: Instant::now(),
+            port,
+            shutdown: watch::channel(false).0,
+            config,
+        })
+    }
+
+    /// Asks the node to stop: listener closes, connections finish, data is synced.
+    pub fn shut_down(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Resolves when shutdown was asked for.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Number of logical databases.
+    pub fn databases(&self) -> u8 {
+        self.config.server.databases
+    }
+}

@@ -1,0 +1,377 @@
+//! One node's copy of the data: versioned records in a storage engine.
+//!
+//! Reads are lock-free. Every write is a read-modify-write of the key's record
+//! (a plain SET still needs the causal context it supersedes), done under a
+//! striped per-key lock that is never held across an await. The expiry index
+//! lets the active sweep find due records without scanning everything.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::{Mutex, MutexGuard};
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::clock::now_ms;
+use crate::cluster::slot::key_slot;
+use crate::config::ConflictMode;
+use crate::error::{CommandError, CommandResult};
+use crate::storage::{
+    expiry_key, split_expiry_key, split_storage_key, storage_key, BatchOp, Durability, Engine,
+    Space, StorageError,
+};
+use crate::version::{ActorId, Record, Sibling, WriteError, MAX_SIBLINGS};
+
+/// Number of lock stripes; two keys share a lock with probability 1/4096.
+const LOCK_STRIPES: usize = 4096;
+
+/// What a key holds now, as a read-modify-write command sees it.
+#[derive(Debug, Clone, Copy)]
+pub enum Current<'a> {
+    /// No live value (never written, deleted or expired).
+    Missing,
+    /// Exactly one live value (or the LWW winner).
+    Value(&'a Sibling),
+    /// This many concurrent live values: RMW commands refuse to guess.
+    Conflict(usize),
+}
+
+impl<'a> Current<'a> {
+    fn of(record: &'a Record, now: u64, conflicts: ConflictMode) -> Current<'a> {
+        let mut live = record.live(now);
+        match (live.next(), live.next()) {
+            (None, _) => Current::Missing,
+            (Some(one), None) => Current::Value(one),
+            (Some(_), Some(_)) => match conflicts {
+                ConflictMode::Lww => record
+                    .lww_winner(now)
+                    .map_or(Current::Missing, Current::Value),
+                ConflictMode::Siblings => Current::Conflict(record.live(now).count()),
+            },
+        }
+    }
+
+    /// The single value, or the error an RMW command answers on a conflict.
+    pub fn value(self) -> CommandResult<Option<&'a Sibling>> {
+        match self {
+            Current::Missing => Ok(None),
+            Current::Value(sibling) => Ok(Some(sibling)),
+            Current::Conflict(n) => Err(CommandError::Conflict(n)),
+        }
+    }
+}
+
+/// What a read-modify-write decided to do with the key.
+#[derive(Debug)]
+pub enum Mutation {
+    /// Leave the key as it is.
+    Keep,
+    /// Write a value superseding everything the record holds.
+    Put {
+        /// The new value.
+        value: Bytes,
+        /// Absolute expiry, if any.
+        expire_at_ms: Option<u64>,
+    },
+    /// Delete the key (a tombstone superseding everything it holds).
+    Delete,
+}
+
+/// The local store of versioned records.
+pub struct Replica {
+    engine: Arc<dyn Engine>,
+    durability: Arc<Durability>,
+    actor: ActorId,
+    conflicts: ConflictMode,
+    tombstone_grace_ms: u64,
+    locks: Box<[Mutex<()>]>,
+}
+
+impl Replica {
+    /// A replica writing as `actor` into `engine`.
+    pub fn new(
+        engine: Arc<dyn Engine>,
+        durability: Arc<Durability>,
+        actor: ActorId,
+        conflicts: ConflictMode,
+        tombstone_grace_ms: u64,
+    ) -> Replica {
+        Replica {
+            engine,
+            durability,
+            actor,
+            conflicts,
+            tombstone_grace_ms,
+            locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+        }
+    }
+
+    /// The engine, for INFO.
+    pub fn engine(&self) -> &dyn Engine {
+        &*self.engine
+    }
+
+    /// The durability policy, for connections that must wait for fsync.
+    pub fn durability(&self) -> &Durability {
+        &self.durability
+    }
+
+    /// How reads present concurrent values.
+    pub fn conflicts(&self) -> ConflictMode {
+        self.conflicts
+    }
+
+    fn stored_key(&self, db: u8, key: &[u8]) -> CommandResult<Vec<u8>> {
+        let max = self.engine.max_key_len();
+        if key.len() > max {
+            return Err(StorageError::KeyTooLong(max).into());
+        }
+        Ok(storage_key(key_slot(key), db, key))
+    }
+
+    fn stripe(stored: &[u8]) -> usize {
+        (xxh3_64(stored) % LOCK_STRIPES as u64) as usize
+    }
+
+    fn load(&self, stored: &[u8]) -> Result<Option<Record>, StorageError> {
+        match self.engine.get(stored)? {
+            None => Ok(None),
+            Some(bytes) => Record::decode(&bytes)
+                .map(Some)
+                .ok_or(StorageError::Corrupt),
+        }
+    }
+
+    /// The record of `key`, if stored (possibly holding only tombstones or expired values).
+    pub fn read(&self, db: u8, key: &[u8]) -> CommandResult<Option<Record>> {
+        let stored = self.stored_key(db, key)?;
+        Ok(self.load(&stored)?)
+    }
+
+    /// Read-modify-write of one key: `decide` sees the key's current state and
+    /// says what to write; it runs under the key's lock.
+    pub fn update<T>(
+        &self,
+        db: u8,
+        key: &[u8],
+        decide: impl FnOnce(Current<'_>) -> CommandResult<(Mutation, T)>,
+    ) -> CommandResult<T> {
+        let stored = self.stored_key(db, key)?;
+        let _guard = self.locks[Self::stripe(&stored)].lock();
+        let now = now_ms();
+        let mut record = self.load(&stored)?.unwrap_or_default();
+        let (mutation, out) = decide(Current::of(&record, now, self.conflicts))?;
+        let mut ops = Vec::with_capacity(3);
+        self.apply_mutation(&mut record, stored, mutation, now, &mut ops)?;
+        self.commit(ops)?;
+        Ok(out)
+    }
+
+    /// Read-modify-write of several keys at once, atomically on this node
+    /// (RENAME, MSET, MSETNX): `decide` gets one state per key, in order, and
+    /// returns one mutation per key.
+    pub fn update_many<T>(
+        &self,
+        db: u8,
+        keys: &[&[u8]],
+        decide: impl FnOnce(&[Current<'_>]) -> CommandResult<(Vec<Mutation>, T)>,
+    ) -> CommandResult<T> {
+        let stored = keys
+            .iter()
+            .map(|key| self.stored_key(db, key))
+            .collect::<CommandResult<Vec<_>>>()?;
+        // Locks in stripe order, each once, so concurrent callers cannot deadlock.
+        let mut stripes: Vec<usize> = stored.iter().map(|s| Self::stripe(s)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let _guards: Vec<MutexGuard<'_, ()>> =
+            stripes.iter().map(|&i| self.locks[i].lock()).collect();
+        let now = now_ms();
+        let mut records = stored
+            .iter()
+            .map(|s| Ok(self.load(s)?.unwrap_or_default()))
+            .collect::<Result<Vec<Record>, StorageError>>()?;
+        let current: Vec<Current<'_>> = records
+            .iter()
+            .map(|r| Current::of(r, now, self.conflicts))
+            .collect();
+        let (mutations, out) = decide(&current)?;
+        debug_assert_eq!(mutations.len(), keys.len());
+        let mut ops = Vec::with_capacity(3 * keys.len());
+        // A key named twice (MSET k 1 k 2) must end with the last mutation only.
+        let mut seen = ahash::AHashSet::with_capacity(keys.len());
+        let items: Vec<_> = stored
+            .into_iter()
+            .zip(records.iter_mut())
+            .zip(mutations)
+            .collect();
+        for ((stored, record), mutation) in items.into_iter().rev() {
+            if seen.insert(stored.clone()) {
+                self.apply_mutation(record, stored, mutation, now, &mut ops)?;
+            }
+        }
+        self.commit(ops)?;
+        Ok(out)
+    }
+
+    /// Applies `mutation` to `record` (a new dot superseding its whole context)
+    /// and queues the storage ops that persist it.
+    fn apply_mutation(
+        &self,
+        record: &mut Record,
+        stored: Vec<u8>,
+        mutation: Mutation,
+        now: u64,
+        ops: &mut Vec<BatchOp>,
+    ) -> CommandResult<()> {
+        let (value, expire_at_ms) = match mutation {
+            Mutation::Keep => return Ok(()),
+            Mutation::Put {
+                value,
+                expire_at_ms,
+            } => (Some(value), expire_at_ms),
+            // Deleting what holds no value would only add a tombstone.
+            Mutation::Delete if record.live(now).next().is_none() => return Ok(()),
+            Mutation::Delete => (None, Some(now + self.tombstone_grace_ms)),
+        };
+        let previous_expiry = record.next_expiry();
+        let context = record.context.clone();
+        record
+            .write(self.actor, &context, value, expire_at_ms, now)
+            .map_err(|WriteError::TooManySiblings| CommandError::TooManySiblings(MAX_SIBLINGS))?;
+        let next_expiry = record.next_expiry();
+        if previous_expiry != next_expiry {
+            if let Some(at) = previous_expiry {
+                ops.push(BatchOp::Delete(Space::Expiry, expiry_key(at, &stored)));
+            }
+            if let Some(at) = next_expiry {
+                ops.push(BatchOp::Put(
+                    Space::Expiry,
+                    expiry_key(at, &stored),
+                    Vec::new(),
+                ));
+            }
+        }
+        ops.push(BatchOp::Put(Space::Records, stored, record.encode()));
+        Ok(())
+    }
+
+    fn commit(&self, ops: Vec<BatchOp>) -> Result<(), StorageError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        self.engine.apply(ops)?;
+        self.durability.note_write();
+        Ok(())
+    }
+
+    /// Visits stored records of database `db` from slot `from_slot` on, in
+    /// storage order, until `visit` breaks. `visit` gets the slot, the user key
+    /// and the record; it must not write (engines may hold a read lock).
+    pub fn scan(
+        &self,
+        db: u8,
+        from_slot: u16,
+        visit: &mut (dyn FnMut(u16, &[u8], &Record) -> ControlFlow<()> + Send),
+    ) -> CommandResult<()> {
+        let start = storage_key(from_slot, 0, b"");
+        let mut failure = None;
+        self.engine
+            .scan(Space::Records, &start, &mut |stored, bytes| {
+                let Some((slot, key_db, key)) = split_storage_key(stored) else {
+                    return ControlFlow::Continue(());
+                };
+                if key_db != db {
+                    return ControlFlow::Continue(());
+                }
+                match Record::decode(bytes) {
+                    Some(record) => visit(slot, key, &record),
+                    None => {
+                        failure = Some(StorageError::Corrupt);
+                        ControlFlow::Break(())
+                    }
+                }
+            })?;
+        match failure {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Removes every record of `db` (FLUSHDB), or everything (FLUSHALL).
+    pub fn flush(&self, db: Option<u8>) -> CommandResult<()> {
+        let Some(db) = db else {
+            self.engine.clear()?;
+            self.durability.note_write();
+            return Ok(());
+        };
+        loop {
+            // Collect first: the visitor may not write while the engine scans.
+            let mut batch = Vec::new();
+            self.engine
+                .scan(Space::Records, &[], &mut |stored, bytes| {
+                    if split_storage_key(stored).is_some_and(|(_, d, _)| d == db) {
+                        if let Some(at) = Record::decode(bytes).and_then(|r| r.next_expiry()) {
+                            batch.push(BatchOp::Delete(Space::Expiry, expiry_key(at, stored)));
+                        }
+                        batch.push(BatchOp::Delete(Space::Records, stored.to_vec()));
+                    }
+                    if batch.len() >= 4096 {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                })?;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            self.commit(batch)?;
+        }
+    }
+
+    /// One round of the active expiry sweep: drops what expired by now from up
+    /// to `limit` due records. Returns how many index entries it handled, so
+    /// the caller can run again at once when the round was full.
+    pub fn sweep_expired(&self, limit: usize) -> CommandResult<usize> {
+        let now = now_ms();
+        let mut due: Vec<(u64, Vec<u8>)> = Vec::new();
+        self.engine.scan(
+            Space::Expiry,
+            &[],
+            &mut |index_key, _| match split_expiry_key(index_key) {
+                Some((at, stored)) if at <= now && due.len() < limit => {
+                    due.push((at, stored.to_vec()));
+                    ControlFlow::Continue(())
+                }
+                _ => ControlFlow::Break(()),
+            },
+        )?;
+        for (at, stored) in &due {
+            let _guard = self.locks[Self::stripe(stored)].lock();
+            let mut ops = vec![BatchOp::Delete(Space::Expiry, expiry_key(*at, stored))];
+            if let Some(mut record) = self.load(stored)? {
+                let before = record.siblings.len();
+                if record.prune(now) {
+                    ops.push(BatchOp::Delete(Space::Records, stored.clone()));
+                } else {
+                    if let Some(next) = record.next_expiry() {
+                        ops.push(BatchOp::Put(
+                            Space::Expiry,
+                            expiry_key(next, stored),
+                            Vec::new(),
+                        ));
+                    }
+                    if record.siblings.len() != before {
+                        ops.push(BatchOp::Put(
+                            Space::Records,
+                            stored.clone(),
+                            record.encode(),
+                        ));
+                    }
+                }
+            }
+            self.commit(ops)?;
+        }
+        Ok(due.len())
+    }
+}

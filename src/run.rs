@@ -1,0 +1,146 @@
+//! Starting and stopping a node.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::cluster::coordinator::Coordinator;
+use crate::config::{Config, EngineKind};
+use crate::identity::{Identity, IdentityError};
+use crate::node::Node;
+use crate::replica::Replica;
+use crate::server::accept_loop;
+use crate::storage::{self, Durability, StorageError};
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data dir's identity could not be read or made.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// The storage engine could not open.
+    #[error("cannot open storage: {0}")]
+    Storage(#[from] StorageError),
+    /// The port could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address tried.
+        addr: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+}
+
+/// How long shutdown waits for clients to finish before syncing anyway.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Records the expiry sweep handles per round; a full round runs again at once.
+const SWEEP_BATCH: usize = 256;
+
+/// Runs a node until SIGINT, SIGTERM or SHUTDOWN; then stops accepting, lets
+/// connections finish their replies, syncs storage and returns.
+pub async fn run(config: Config) -> Result<(), StartError> {
+    let data_dir = config.storage.data_dir.clone();
+    let identity = match config.storage.engine {
+        EngineKind::Disk => Identity::load_or_create(&data_dir, &config.cluster.node_id)?,
+        // Nothing survives a restart, so every start is a new incarnation.
+        EngineKind::Memory => Identity::generate(&config.cluster.node_id),
+    };
+    let engine = storage::open(&config.storage, &data_dir)?;
+    let durability = Durability::start(config.storage.fsync, engine.clone());
+    let replica = Arc::new(Replica::new(
+        engine,
+        durability,
+        identity.actor(),
+        config.cluster.conflicts,
+        config.cluster.tombstone_grace_secs.saturating_mul(1000),
+    ));
+    let addr = (config.server.bind, config.server.port);
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: format!("{}:{}", addr.0, addr.1),
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: format!("{}:{}", addr.0, addr.1),
+        source,
+    })?;
+    let sweep_every = Duration::from_millis(config.storage.expiry_sweep_ms);
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        addr = %local,
+        data_dir = %data_dir.display(),
+        engine = ?config.storage.engine,
+        fsync = config.storage.fsync.as_str(),
+        node_id = %identity.node_id,
+        "ringkv ready to accept connections"
+    );
+    let node = Node::new(
+        config,
+        identity,
+        Coordinator::new(replica.clone()),
+        local.port(),
+    );
+    tokio::spawn(expiry_sweep(node.clone(), sweep_every));
+    tokio::spawn(stop_on_signal(node.clone()));
+    accept_loop(node.clone(), listener).await;
+    tracing::info!("shutting down: waiting for clients to finish");
+    if tokio::time::timeout(DRAIN_TIMEOUT, node.clients.wait_empty())
+        .await
+        .is_err()
+    {
+        tracing::warn!("clients still connected after {DRAIN_TIMEOUT:?}; closing anyway");
+    }
+    replica.durability().sync_now()?;
+    tracing::info!("data synced; bye");
+    Ok(())
+}
+
+async fn expiry_sweep(node: Arc<Node>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        // Bounded rounds per tick, so a mass expiry cannot starve clients.
+        for _ in 0..16 {
+            match node.coordinator.local().sweep_expired(SWEEP_BATCH) {
+                Ok(done) => {
+                    node.stats.expired.fetch_add(done as u64, Ordering::Relaxed);
+                    if done < SWEEP_BATCH {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!("expiry sweep failed: {e}");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn stop_on_signal(node: Arc<Node>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    node.shut_down();
+}

@@ -1,0 +1,131 @@
+//! The registry of connected clients: ids, the fields CLIENT LIST shows, and
+//! the count that maxclients caps. A connection updates its own entry with
+//! relaxed atomics, so the hot path takes no lock.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use ahash::AHashMap;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::clock::now_ms;
+
+/// What other connections may read about one client.
+#[derive(Debug)]
+pub struct ClientHandle {
+    /// Unique, increasing id (CLIENT ID).
+    pub id: u64,
+    /// Peer address.
+    pub addr: SocketAddr,
+    /// Local address.
+    pub laddr: SocketAddr,
+    /// Connect time, unix ms.
+    pub created_ms: u64,
+    /// Last command time, unix ms.
+    pub last_ms: AtomicU64,
+    /// Selected database.
+    pub db: AtomicU8,
+    /// Protocol version, 2 or 3.
+    pub resp: AtomicU8,
+    /// Name of the last command (an index into the command table).
+    pub last_cmd: AtomicUsize,
+    /// CLIENT SETNAME, lib-name and lib-ver.
+    pub names: Mutex<ClientNames>,
+}
+
+/// Names a client gives itself.
+#[derive(Debug, Default, Clone)]
+pub struct ClientNames {
+    /// CLIENT SETNAME / HELLO SETNAME.
+    pub name: String,
+    /// CLIENT SETINFO LIB-NAME.
+    pub lib_name: String,
+    /// CLIENT SETINFO LIB-VER.
+    pub lib_ver: String,
+}
+
+impl ClientHandle {
+    /// Marks a command as executed now.
+    pub fn touch(&self, cmd: usize) {
+        self.last_ms.store(now_ms(), Ordering::Relaxed);
+        self.last_cmd.store(cmd, Ordering::Relaxed);
+    }
+}
+
+/// All connected clients.
+#[derive(Default)]
+pub struct ClientRegistry {
+    clients: Mutex<AHashMap<u64, Arc<ClientHandle>>>,
+    next_id: AtomicU64,
+    /// Woken when the last client leaves (shutdown waits for it).
+    empty: Notify,
+}
+
+impl ClientRegistry {
+    /// Registers a connection unless `max` clients are already connected.
+    pub fn register(
+        &self,
+        addr: SocketAddr,
+        laddr: SocketAddr,
+        max: usize,
+    ) -> Option<Arc<ClientHandle>> {
+        let mut clients = self.clients.lock();
+        if clients.len() >= max {
+            return None;
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = now_ms();
+        let handle = Arc::new(ClientHandle {
+            id,
+            addr,
+            laddr,
+            created_ms: now,
+            last_ms: AtomicU64::new(now),
+            db: AtomicU8::new(0),
+            resp: AtomicU8::new(2),
+            last_cmd: AtomicUsize::new(usize::MAX),
+            names: Mutex::new(ClientNames::default()),
+        });
+        clients.insert(id, handle.clone());
+        Some(handle)
+    }
+
+    /// Removes a connection that closed.
+    pub fn unregister(&self, id: u64) {
+        let mut clients = self.clients.lock();
+        clients.remove(&id);
+        if clients.is_empty() {
+            self.empty.notify_waiters();
+        }
+    }
+
+    /// Number of connected clients.
+    pub fn len(&self) -> usize {
+        self.clients.lock().len()
+    }
+
+    /// True when no client is connected.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A snapshot of every client, ordered by id.
+    pub fn all(&self) -> Vec<Arc<ClientHandle>> {
+        let mut all: Vec<_> = self.clients.lock().values().cloned().collect();
+        all.sort_by_key(|c| c.id);
+        all
+    }
+
+    /// Waits until every client has disconnected.
+    pub async fn wait_empty(&self) {
+        loop {
+            let notified = self.empty.notified();
+            if self.is_empty() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! One client connection: read whatever arrived, run every complete request
+//! in order, then send all their replies in one write (pipelining costs one
+//! syscall per read, not per command).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::clients::ClientHandle;
+use super::parse::RequestParser;
+use super::reply::Reply;
+use crate::commands;
+use crate::config::FsyncMode;
+use crate::node::Node;
+
+/// Per-connection state that commands read and change.
+pub struct Session {
+    /// This client in the registry.
+    pub handle: Arc<ClientHandle>,
+    /// Selected database.
+    pub db: u8,
+    /// Protocol version, 2 or 3.
+    pub resp: u8,
+    /// Whether AUTH succeeded or no password is needed.
+    pub authenticated: bool,
+    /// Close after sending the pending replies (QUIT, SHUTDOWN, protocol error).
+    pub closing: bool,
+    /// A command of this batch wrote (for `fsync = always`).
+    pub wrote: bool,
+}
+
+const READ_BUFFER: usize = 16 * 1024;
+
+/// Serves one client until it disconnects, errs, idles out or the node stops.
+pub async fn serve(node: Arc<Node>, mut stream: TcpStream, handle: Arc<ClientHandle>) {
+    let _ = stream.set_nodelay(true);
+    let (limits, needs_auth) = {
+        let settings = node.settings.read();
+        (settings.limits, !settings.requirepass.is_empty())
+    };
+    let mut session = Session {
+        handle,
+        db: 0,
+        resp: 2,
+        authenticated: !needs_auth,
+        closing: false,
+        wrote: false,
+    };
+    let mut parser = RequestParser::new(limits);
+    let mut input = BytesMut::with_capacity(READ_BUFFER);
+    let mut output = BytesMut::with_capacity(READ_BUFFER);
+    let mut shutdown = node.shutdown_signal();
+    while !session.closing {
+        if input.capacity() - input.len() < READ_BUFFER / 4 {
+            input.reserve(READ_BUFFER);
+        }
+        let timeout = node.settings.read().timeout;
+        let read = tokio::select! {
+            read = stream.read_buf(&mut input) => read,
+            _ = shutdown.changed() => break,
+            _ = idle(timeout) => break,
+        };
+        match read {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        loop {
+            match parser.next(&mut input) {
+                Ok(Some(argv)) if argv.is_empty() => {}
+                Ok(Some(argv)) => {
+                    let reply = commands::execute(&node, &mut session, argv).await;
+                    if let Some(reply) = reply {
+                        reply.encode(session.resp, &mut output);
+                    }
+                    if session.closing {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(client = session.handle.id, "protocol error: {e}");
+                    Reply::Error(format!("ERR {e}")).encode(session.resp, &mut output);
+                    session.closing = true;
+                    break;
+                }
+            }
+        }
+        if session.wrote {
+            session.wrote = false;
+            let durability = node.coordinator.local().durability();
+            if durability.mode() == FsyncMode::Always {
+                durability.wait_durable(durability.last_write()).await;
+            }
+        }
+        if !output.is_empty() {
+            if stream.write_all(&output).await.is_err() {
+                break;
+            }
+            output.clear();
+        }
+    }
+    let _ = stream.shutdown().await;
+}
+
+/// Sleeps for the idle timeout, or forever when it is 0.
+async fn idle(seconds: u64) {
+    if seconds == 0 {
+        std::future::pending::<()>().await;
+    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+}

@@ -1,0 +1,491 @@
+//! Request framing: bytes from a client → argument vectors.
+//!
+//! Multibulk requests (`*N\r\n$len\r\n...`) are decoded by redis-protocol.
+//! Two things it does not do are written here by hand:
+//! - Redis's limits (bulk length, element count, query buffer), checked while
+//!   a request is still arriving, so `$999999999999` is refused at once instead
+//!   of waiting for data that never comes. The scan keeps its place across
+//!   reads, so a large request is scanned once, not once per read.
+//! - inline commands (`PING\r\n`, `set "a b" 'c'`), as telnet and
+//!   redis-benchmark's PING_INLINE send them, with Redis's quoting rules.
+
+use bytes::{Bytes, BytesMut};
+use redis_protocol::resp2::decode::decode_bytes_mut;
+use redis_protocol::resp2::types::BytesFrame;
+
+/// Longest inline request or length line, as Redis's PROTO_INLINE_MAX_SIZE.
+const INLINE_MAX: usize = 64 * 1024;
+
+/// A malformed or oversized request. The connection answers
+/// `-ERR Protocol error: ...` and closes, as Redis does.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    /// `*` count not a number, negative beyond -1, or above the limit.
+    #[error("Protocol error: invalid multibulk length")]
+    InvalidMultibulkLength,
+    /// `$` length not a number, negative, or above proto_max_bulk_len.
+    #[error("Protocol error: invalid bulk length")]
+    InvalidBulkLength,
+    /// An element of a request array that is not a bulk string.
+    #[error("Protocol error: expected '$', got '{0}'")]
+    ExpectedBulk(char),
+    /// A `*` line longer than INLINE_MAX.
+    #[error("Protocol error: too big mbulk count string")]
+    TooBigCount,
+    /// A `$` line longer than INLINE_MAX.
+    #[error("Protocol error: too big bulk count string")]
+    TooBigBulkCount,
+    /// An inline request longer than INLINE_MAX.
+    #[error("Protocol error: too big inline request")]
+    TooBigInline,
+    /// Quotes that do not close, or a closing quote not followed by a space.
+    #[error("Protocol error: unbalanced quotes in request")]
+    UnbalancedQuotes,
+    /// More unparsed input than client_query_buffer_limit.
+    #[error("Protocol error: query buffer limit exceeded")]
+    QueryBufferLimit,
+    /// What redis-protocol refused, in its words.
+    #[error("Protocol error: {0}")]
+    Malformed(String),
+}
+
+/// The limits a parser enforces, from the config.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest bulk string.
+    pub max_bulk_len: u64,
+    /// Largest element count.
+    pub max_multibulk_len: u64,
+    /// Largest unparsed input.
+    pub query_buffer_limit: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bulk_len: 512 * 1024 * 1024,
+            max_multibulk_len: 1024 * 1024,
+            query_buffer_limit: 1024 * 1024 * 1024,
+        }
+    }
+}
+
+/// Where the scan of a partly received multibulk request stands.
+#[derive(Debug, Clone, Copy, Default)]
+struct Scan {
+    /// Bytes of the request already checked.
+    pos: usize,
+    /// Bulk strings still to check; None until the `*` line was read.
+    remaining: Option<u64>,
+}
+
+/// Per-connection request parser.
+#[derive(Debug, Default)]
+pub struct RequestParser {
+    limits: Limits,
+    /// Set while a multibulk request is incomplete.
+    scan: Option<Scan>,
+}
+
+/// Outcome of scanning a buffer that holds the start of a multibulk request.
+enum Scanned {
+    /// The whole request is buffered.
+    Complete,
+    /// More input is needed.
+    Partial,
+}
+
+impl RequestParser {
+    /// A parser enforcing `limits`.
+    pub fn new(limits: Limits) -> RequestParser {
+        RequestParser { limits, scan: None }
+    }
+
+    /// Takes the next complete request off the front of `buf`. `Ok(None)`:
+    /// wait for more input. An empty vector is an empty request (ignored).
+    pub fn next(&mut self, buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+        let Some(&first) = buf.first() else {
+            return Ok(None);
+        };
+        if first != b'*' {
+            return self.inline(buf);
+        }
+        if self.scan.is_none() {
+            // The common case, a whole request already buffered: one decode.
+            match decode_bytes_mut(buf) {
+                Ok(Some((frame, _, _))) => return self.to_argv(frame).map(Some),
+                Ok(None) => {}
+                Err(e) => return Err(self.explain(buf, e.details().to_string())),
+            }
+        }
+        match self.advance_scan(buf)? {
+            Scanned::Partial => {
+                if buf.len() as u64 > self.limits.query_buffer_limit {
+                    return Err(ProtocolError::QueryBufferLimit);
+                }
+                Ok(None)
+            }
+            Scanned::Complete => {
+                self.scan = None;
+                match decode_bytes_mut(buf) {
+                    Ok(Some((frame, _, _))) => self.to_argv(frame).map(Some),
+                    Ok(None) => Err(ProtocolError::Malformed("incomplete request".into())),
+                    Err(e) => Err(ProtocolError::Malformed(e.details().to_string())),
+                }
+            }
+        }
+    }
+
+    /// A decode error, restated in Redis's words where the scan can tell why.
+    fn explain(&mut self, buf: &BytesMut, details: String) -> ProtocolError {
+        self.scan = None;
+        match self.advance_scan(buf) {
+            Err(e) => e,
+            Ok(_) => ProtocolError::Malformed(details),
+        }
+    }
+
+    fn to_argv(&self, frame: BytesFrame) -> Result<Vec<Bytes>, ProtocolError> {
+        let items = match frame {
+            BytesFrame::Array(items) => items,
+            BytesFrame::Null => return Ok(Vec::new()),
+            _ => return Err(ProtocolError::InvalidMultibulkLength),
+        };
+        if items.len() as u64 > self.limits.max_multibulk_len {
+            return Err(ProtocolError::InvalidMultibulkLength);
+        }
+        items
+            .into_iter()
+            .map(|item| match item {
+                BytesFrame::BulkString(b) if b.len() as u64 <= self.limits.max_bulk_len => Ok(b),
+                BytesFrame::BulkString(_) => Err(ProtocolError::InvalidBulkLength),
+                BytesFrame::SimpleString(_) => Err(ProtocolError::ExpectedBulk('+')),
+                BytesFrame::Error(_) => Err(ProtocolError::ExpectedBulk('-')),
+                BytesFrame::Integer(_) => Err(ProtocolError::ExpectedBulk(':')),
+                BytesFrame::Array(_) => Err(ProtocolError::ExpectedBulk('*')),
+                BytesFrame::Null => Err(ProtocolError::InvalidBulkLength),
+            })
+            .collect()
+    }
+
+    /// Continues checking a multibulk request from where the last read left it.
+    fn advance_scan(&mut self, buf: &[u8]) -> Result<Scanned, ProtocolError> {
+        let mut scan = self.scan.unwrap_or_default();
+        let result = self.scan_from(buf, &mut scan);
+        self.scan = match result {
+            Ok(Scanned::Partial) => Some(scan),
+            _ => None,
+        };
+        result
+    }
+
+    fn scan_from(&self, buf: &[u8], scan: &mut Scan) -> Result<Scanned, ProtocolError> {
+        if scan.remaining.is_none() {
+            let Some((count, next)) = length_line(buf, 0, ProtocolError::TooBigCount)? else {
+                return Ok(Scanned::Partial);
+            };
+            if count > i64::from(i32::MAX) || count as u64 > self.limits.max_multibulk_len {
+                return Err(ProtocolError::InvalidMultibulkLength);
+            }
+            scan.pos = next;
+            scan.remaining = Some(count.max(0) as u64);
+        }
+        while let Some(remaining) = scan.remaining.filter(|&r| r > 0) {
+            let Some(&kind) = buf.get(scan.pos) else {
+                return Ok(Scanned::Partial);
+            };
+            if kind != b'$' {
+                return Err(ProtocolError::ExpectedBulk(kind as char));
+            }
+            let Some((len, data)) = length_line(buf, scan.pos, ProtocolError::TooBigBulkCount)?
+            else {
+                return Ok(Scanned::Partial);
+            };
+            if len < 0 || len as u64 > self.limits.max_bulk_len {
+                return Err(ProtocolError::InvalidBulkLength);
+            }
+            let end = data + len as usize + 2;
+            if buf.len() < end {
+                return Ok(Scanned::Partial);
+            }
+            scan.pos = end;
+            scan.remaining = Some(remaining - 1);
+        }
+        Ok(Scanned::Complete)
+    }
+
+    fn inline(&mut self, buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+        let Some(newline) = buf.iter().position(|&b| b == b'\n') else {
+            if buf.len() > INLINE_MAX {
+                return Err(ProtocolError::TooBigInline);
+            }
+            return Ok(None);
+        };
+        if newline > INLINE_MAX {
+            return Err(ProtocolError::TooBigInline);
+        }
+        let line = buf.split_to(newline + 1);
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        split_inline(text).map(Some)
+    }
+}
+
+/// Parses `<kind><integer>\r\n` at `at`: the integer and where the line ends.
+/// `Ok(None)` if the line is not complete yet.
+fn length_line(
+    buf: &[u8],
+    at: usize,
+    too_long: ProtocolError,
+) -> Result<Option<(i64, usize)>, ProtocolError> {
+    let rest = &buf[at + 1..];
+    let Some(cr) = rest.iter().position(|&b| b == b'\r') else {
+        if rest.len() > INLINE_MAX {
+            return Err(too_long);
+        }
+        return Ok(None);
+    };
+    if rest.len() < cr + 2 {
+        return Ok(None);
+    }
+    let invalid = || match buf[at] {
+        b'*' => ProtocolError::InvalidMultibulkLength,
+        _ => ProtocolError::InvalidBulkLength,
+    };
+    let number = std::str::from_utf8(&rest[..cr])
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+        .ok_or_else(invalid)?;
+    Ok(Some((number, at + 1 + cr + 2)))
+}
+
+/// Splits an inline request into arguments like Redis's `sdssplitargs`:
+/// whitespace separates, `"..."` takes `\n \r \t \b \a \\ \" \xHH` escapes,
+/// `'...'` takes `\'`, and a closing quote must end the argument.
+pub fn split_inline(line: &[u8]) -> Result<Vec<Bytes>, ProtocolError> {
+    let mut args = Vec::new();
+    let mut i = 0;
+    while i < line.len() {
+        while i < line.len() && line[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i == line.len() {
+            break;
+        }
+        let mut arg = Vec::new();
+        match line[i] {
+            b'"' => {
+                i += 1;
+                loop {
+                    let Some(&c) = line.get(i) else {
+                        return Err(ProtocolError::UnbalancedQuotes);
+                    };
+                    match c {
+                        b'\\'
+                            if line.get(i + 1) == Some(&b'x')
+                                && hex_pair(line.get(i + 2..i + 4)).is_some() =>
+                        {
+                            arg.extend(hex_pair(line.get(i + 2..i + 4)));
+                            i += 4;
+                        }
+                        b'\\' if i + 1 < line.len() => {
+                            arg.push(match line[i + 1] {
+                                b'n' => b'\n',
+                                b'r' => b'\r',
+                                b't' => b'\t',
+                                b'b' => 8,
+                                b'a' => 7,
+                                other => other,
+                            });
+                            i += 2;
+                        }
+                        b'"' => {
+                            i += 1;
+                            break;
+                        }
+                        _ => {
+                            arg.push(c);
+                            i += 1;
+                        }
+                    }
+                }
+                if line.get(i).is_some_and(|c| !c.is_ascii_whitespace()) {
+                    return Err(ProtocolError::UnbalancedQuotes);
+                }
+            }
+            b'\'' => {
+                i += 1;
+                loop {
+                    let Some(&c) = line.get(i) else {
+                        return Err(ProtocolError::UnbalancedQuotes);
+                    };
+                    match c {
+                        b'\\' if line.get(i + 1) == Some(&b'\'') => {
+                            arg.push(b'\'');
+                            i += 2;
+                        }
+                        b'\'' => {
+                            i += 1;
+                            break;
+                        }
+                        _ => {
+                            arg.push(c);
+                            i += 1;
+                        }
+                    }
+                }
+                if line.get(i).is_some_and(|c| !c.is_ascii_whitespace()) {
+                    return Err(ProtocolError::UnbalancedQuotes);
+                }
+            }
+            _ => {
+                while i < line.len() && !line[i].is_ascii_whitespace() {
+                    arg.push(line[i]);
+                    i += 1;
+                }
+            }
+        }
+        args.push(Bytes::from(arg));
+    }
+    Ok(args)
+}
+
+fn hex_pair(pair: Option<&[u8]>) -> Option<u8> {
+    let pair = pair?;
+    let digit = |c: u8| (c as char).to_digit(16);
+    Some((digit(pair[0])? * 16 + digit(pair[1])?) as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn parse_all(input: &[u8]) -> Result<Vec<Vec<Bytes>>, ProtocolError> {
+        let mut parser = RequestParser::default();
+        let mut buf = BytesMut::from(input);
+        let mut out = Vec::new();
+        while let Some(argv) = parser.next(&mut buf)? {
+            out.push(argv);
+        }
+        Ok(out)
+    }
+
+    fn strs(argv: &[Bytes]) -> Vec<&[u8]> {
+        argv.iter().map(|b| &b[..]).collect()
+    }
+
+    #[test]
+    fn pipelined_multibulk_and_inline() {
+        let reqs = parse_all(b"*1\r\n$4\r\nPING\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\nPING\r\n\r\n")
+            .expect("ok");
+        assert_eq!(reqs.len(), 4);
+        assert_eq!(strs(&reqs[1]), vec![&b"GET"[..], b"k"]);
+        assert_eq!(strs(&reqs[2]), vec![&b"PING"[..]]);
+        assert!(reqs[3].is_empty());
+    }
+
+    #[test]
+    fn byte_at_a_time_gives_the_same_requests() {
+        let input = b"*3\r\n$3\r\nSET\r\n$3\r\nk\x00y\r\n$5\r\nva\r\nl\r\n*0\r\n";
+        let mut parser = RequestParser::default();
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for &b in input.iter() {
+            buf.extend_from_slice(&[b]);
+            while let Some(argv) = parser.next(&mut buf).expect("ok") {
+                out.push(argv);
+            }
+        }
+        assert_eq!(out.len(), 2);
+        assert_eq!(strs(&out[0]), vec![&b"SET"[..], b"k\x00y", b"va\r\nl"]);
+    }
+
+    #[test]
+    fn redis_errors_for_bad_lengths() {
+        assert_eq!(
+            parse_all(b"*abc\r\n"),
+            Err(ProtocolError::InvalidMultibulkLength)
+        );
+        assert_eq!(
+            parse_all(b"*1\r\n$-5\r\n"),
+            Err(ProtocolError::InvalidBulkLength)
+        );
+        assert_eq!(
+            parse_all(b"*1\r\n$99999999999\r\n"),
+            Err(ProtocolError::InvalidBulkLength)
+        );
+        assert_eq!(
+            parse_all(b"*1\r\n:5\r\n"),
+            Err(ProtocolError::ExpectedBulk(':'))
+        );
+        assert_eq!(
+            parse_all(b"*99999999999\r\n"),
+            Err(ProtocolError::InvalidMultibulkLength)
+        );
+        let big = vec![b'a'; INLINE_MAX + 10];
+        assert_eq!(parse_all(&big), Err(ProtocolError::TooBigInline));
+    }
+
+    #[test]
+    fn inline_quoting_like_sdssplitargs() {
+        let args = split_inline(br#"set "a b\x41\n" 'it\'s' plain"#).expect("ok");
+        assert_eq!(strs(&args), vec![&b"set"[..], b"a bA\n", b"it's", b"plain"]);
+        assert_eq!(
+            split_inline(br#"get "abc"#),
+            Err(ProtocolError::UnbalancedQuotes)
+        );
+        assert_eq!(
+            split_inline(br#"get "a"b"#),
+            Err(ProtocolError::UnbalancedQuotes)
+        );
+        assert_eq!(split_inline(b"   ").expect("ok").len(), 0);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(input in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse_all(&input);
+        }
+
+        #[test]
+        fn arbitrary_resp_shaped_bytes_never_panic(
+            parts in proptest::collection::vec(
+                prop_oneof![
+                    Just(b"*".to_vec()), Just(b"$".to_vec()), Just(b"\r\n".to_vec()),
+                    Just(b"-1".to_vec()), Just(b"3".to_vec()), Just(b"abc".to_vec()),
+                    Just(b":1".to_vec()), Just(b"\"".to_vec()),
+                ],
+                0..64,
+            )
+        ) {
+            let _ = parse_all(&parts.concat());
+        }
+
+        #[test]
+        fn encoded_requests_round_trip(
+            argv in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 1..8),
+            split in 0usize..400,
+        ) {
+            let mut wire = format!("*{}\r\n", argv.len()).into_bytes();
+            for arg in &argv {
+                wire.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+                wire.extend_from_slice(arg);
+                wire.extend_from_slice(b"\r\n");
+            }
+            let split = split.min(wire.len());
+            let mut parser = RequestParser::default();
+            let mut buf = BytesMut::from(&wire[..split]);
+            let first = parser.next(&mut buf).expect("valid prefix");
+            buf.extend_from_slice(&wire[split..]);
+            let got = match first {
+                Some(argv) => argv,
+                None => parser.next(&mut buf).expect("valid").expect("complete"),
+            };
+            prop_assert_eq!(got.iter().map(|b| b.to_vec()).collect::<Vec<_>>(), argv);
+            prop_assert!(buf.is_empty());
+        }
+    }
+}

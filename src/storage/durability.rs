@@ -1,0 +1,138 @@
+//! When acknowledged writes are fsynced, like Redis `appendfsync`.
+//!
+//! Every engine batch reaches the OS before it is acknowledged, so all modes
+//! survive `kill -9`. On top of that:
+//! - `always`: a connection waits, before sending the replies of a batch of
+//!   commands, until a sync that started after its last write has finished. One
+//!   sync thread serves every waiting connection at once (group commit), so the
+//!   cost of an fsync is shared by everything written meanwhile.
+//! - `everysec`: the same thread syncs once a second if anything was written.
+//! - `no`: nothing; the OS flushes when it likes.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+use tokio::sync::watch;
+
+use super::Engine;
+use crate::config::FsyncMode;
+
+/// Sequence numbers of writes made and writes made durable.
+pub struct Durability {
+    mode: FsyncMode,
+    engine: Arc<dyn Engine>,
+    /// Sequence number of the last write applied to the engine.
+    written: AtomicU64,
+    /// Highest write sequence known to be fsynced.
+    synced: watch::Sender<u64>,
+    /// Wakes the sync thread in `always` mode.
+    wanted: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl Durability {
+    /// Starts the sync thread the mode needs.
+    pub fn start(mode: FsyncMode, engine: Arc<dyn Engine>) -> Arc<Durability> {
+        let durability = Arc::new(Durability {
+            mode,
+            engine,
+            written: AtomicU64::new(0),
+            synced: watch::channel(0).0,
+            wanted: Mutex::new(false),
+            wake: Condvar::new(),
+        });
+        if mode != FsyncMode::No {
+            let weak = Arc::downgrade(&durability);
+            std::thread::Builder::new()
+                .name("ringkv-fsync".into())
+                .spawn(move || sync_loop(weak, mode))
+                .map_err(|e| tracing::error!("cannot start fsync thread: {e}"))
+                .ok();
+        }
+        durability
+    }
+
+    /// The configured mode.
+    pub fn mode(&self) -> FsyncMode {
+        self.mode
+    }
+
+    /// Records that a write was applied; returns its sequence number.
+    pub fn note_write(&self) -> u64 {
+        self.written.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Sequence number of the newest applied write.
+    pub fn last_write(&self) -> u64 {
+        self.written.load(Ordering::Acquire)
+    }
+
+    /// In `always` mode, waits until write `seq` is fsynced; otherwise returns at once.
+    pub async fn wait_durable(&self, seq: u64) {
+        if self.mode != FsyncMode::Always || seq == 0 || *self.synced.borrow() >= seq {
+            return;
+        }
+        let mut synced = self.synced.subscribe();
+        {
+            let mut wanted = self.wanted.lock();
+            *wanted = true;
+            self.wake.notify_one();
+        }
+        // The sender lives as long as self, which the caller borrows.
+        let _ = synced.wait_for(|done| *done >= seq).await;
+    }
+
+    /// Syncs everything now (shutdown, SAVE); errors are logged and returned.
+    pub fn sync_now(&self) -> Result<(), super::StorageError> {
+        let target = self.last_write();
+        self.engine.sync()?;
+        self.synced.send_if_modified(|done| {
+            let advanced = target > *done;
+            *done = (*done).max(target);
+            advanced
+        });
+        Ok(())
+    }
+}
+
+fn sync_loop(durability: std::sync::Weak<Durability>, mode: FsyncMode) {
+    loop {
+        let Some(d) = durability.upgrade() else {
+            return;
+        };
+        match mode {
+            FsyncMode::Always => {
+                let mut wanted = d.wanted.lock();
+                if !*wanted {
+                    // Timeout so the thread notices when the server is gone.
+                    d.wake.wait_for(&mut wanted, Duration::from_millis(200));
+                }
+                if !std::mem::take(&mut *wanted) {
+                    continue;
+                }
+            }
+            _ => {
+                drop(d);
+                std::thread::sleep(Duration::from_secs(1));
+                let Some(d2) = durability.upgrade() else {
+                    return;
+                };
+                if d2.last_write() <= *d2.synced.borrow() {
+                    continue;
+                }
+                if let Err(e) = d2.sync_now() {
+                    tracing::error!("fsync failed: {e}");
+                }
+                continue;
+            }
+        }
+        if let Err(e) = d.sync_now() {
+            // Waiters keep waiting: nothing is acknowledged that is not on disk.
+            tracing::error!("fsync failed, retrying: {e}");
+            *d.wanted.lock() = true;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}

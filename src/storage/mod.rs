@@ -1,0 +1,210 @@
+//! Storage engines behind one trait, and the on-disk key layout.
+//!
+//! Records are stored under `slot (u16 BE) ‖ db (u8) ‖ key`, so every slot (and
+//! so every slot range: Merkle trees, rebalancing) is one contiguous scan. A
+//! second space, the expiry index, maps `expire_at_ms (u64 BE) ‖ storage key`
+//! to nothing, so the active sweep reads only what is due.
+
+mod disk;
+mod durability;
+mod memory;
+
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::config::{EngineKind, StorageConfig};
+
+pub use disk::DiskEngine;
+pub use durability::Durability;
+pub use memory::MemoryEngine;
+
+/// A storage failure, reported to the client as `ERR storage error: ...`.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The disk engine failed.
+    #[error("{0}")]
+    Fjall(#[from] fjall::Error),
+    /// A stored record did not decode: the data dir is damaged or foreign.
+    #[error("corrupt record")]
+    Corrupt,
+    /// The key does not fit the engine's key size limit.
+    #[error("key too long for the storage engine ({0} bytes max)")]
+    KeyTooLong(usize),
+}
+
+/// Which of the engine's two key spaces an operation addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Space {
+    /// Storage key → encoded record.
+    Records,
+    /// `expire_at_ms ‖ storage key` → empty, the expiry index.
+    Expiry,
+}
+
+/// One change in an atomic batch.
+#[derive(Debug)]
+pub enum BatchOp {
+    /// Insert or overwrite.
+    Put(Space, Vec<u8>, Vec<u8>),
+    /// Remove if present.
+    Delete(Space, Vec<u8>),
+}
+
+/// A stored value, borrowed from the engine without copying where it can be.
+pub enum Value {
+    /// From the disk engine (reference counted, no copy).
+    Slice(fjall::Slice),
+    /// From the memory engine (reference counted, no copy).
+    Bytes(bytes::Bytes),
+}
+
+impl std::ops::Deref for Value {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Value::Slice(slice) => slice,
+            Value::Bytes(bytes) => bytes,
+        }
+    }
+}
+
+/// What a storage engine must do. Implementations are synchronous and fast
+/// (memtable or block cache on the hot path); callers never hold a lock across
+/// an await while calling them.
+pub trait Engine: Send + Sync + 'static {
+    /// Reads one record.
+    fn get(&self, key: &[u8]) -> Result<Option<Value>, StorageError>;
+    /// Applies all ops atomically: after a crash either all or none are visible.
+    fn apply(&self, ops: Vec<BatchOp>) -> Result<(), StorageError>;
+    /// Visits keys of `space` in order from `from` (inclusive) until `visit` breaks.
+    fn scan(
+        &self,
+        space: Space,
+        from: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> ControlFlow<()>,
+    ) -> Result<(), StorageError>;
+    /// Makes every applied batch durable (fsync). A no-op for RAM.
+    fn sync(&self) -> Result<(), StorageError>;
+    /// Removes everything (FLUSHALL).
+    fn clear(&self) -> Result<(), StorageError>;
+    /// Bytes used on disk, for INFO.
+    fn disk_bytes(&self) -> u64;
+    /// Largest key the engine stores (after the slot/db prefix).
+    fn max_key_len(&self) -> usize;
+}
+
+/// Opens the configured engine in `data_dir`.
+pub fn open(config: &StorageConfig, data_dir: &Path) -> Result<Arc<dyn Engine>, StorageError> {
+    Ok(match config.engine {
+        EngineKind::Disk => Arc::new(DiskEngine::open(&data_dir.join("store"), config.cache_mb)?),
+        EngineKind::Memory => Arc::new(MemoryEngine::default()),
+    })
+}
+
+/// Bytes before the user key in a storage key.
+pub const KEY_PREFIX_LEN: usize = 3;
+
+/// The storage key of `key` in database `db`, which lives in `slot`.
+pub fn storage_key(slot: u16, db: u8, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(KEY_PREFIX_LEN + key.len());
+    out.extend_from_slice(&slot.to_be_bytes());
+    out.push(db);
+    out.extend_from_slice(key);
+    out
+}
+
+/// Splits a storage key into (slot, db, user key); None for a malformed key.
+pub fn split_storage_key(stored: &[u8]) -> Option<(u16, u8, &[u8])> {
+    if stored.len() < KEY_PREFIX_LEN {
+        return None;
+    }
+    let slot = u16::from_be_bytes([stored[0], stored[1]]);
+    Some((slot, stored[2], &stored[KEY_PREFIX_LEN..]))
+}
+
+/// The expiry-index key for a record due at `at_ms`.
+pub fn expiry_key(at_ms: u64, stored: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + stored.len());
+    out.extend_from_slice(&at_ms.to_be_bytes());
+    out.extend_from_slice(stored);
+    out
+}
+
+/// Splits an expiry-index key into (due time, storage key).
+pub fn split_expiry_key(index_key: &[u8]) -> Option<(u64, &[u8])> {
+    let (at, stored) = index_key.split_first_chunk::<8>()?;
+    Some((u64::from_be_bytes(*at), stored))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engines() -> Vec<(Box<dyn Engine>, Option<tempfile::TempDir>)> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let disk = DiskEngine::open(dir.path(), 8).expect("open disk");
+        vec![
+            (Box::new(MemoryEngine::default()), None),
+            (Box::new(disk), Some(dir)),
+        ]
+    }
+
+    fn collect(engine: &dyn Engine, space: Space, from: &[u8]) -> Vec<Vec<u8>> {
+        let mut keys = Vec::new();
+        engine
+            .scan(space, from, &mut |k, _| {
+                keys.push(k.to_vec());
+                ControlFlow::Continue(())
+            })
+            .expect("scan");
+        keys
+    }
+
+    #[test]
+    fn engines_agree_on_put_get_delete_scan() {
+        for (engine, _dir) in engines() {
+            let a = storage_key(5, 0, b"a");
+            let b = storage_key(5, 1, b"b");
+            let c = storage_key(300, 0, b"c");
+            engine
+                .apply(vec![
+                    BatchOp::Put(Space::Records, c.clone(), b"3".to_vec()),
+                    BatchOp::Put(Space::Records, a.clone(), b"1".to_vec()),
+                    BatchOp::Put(Space::Records, b.clone(), b"2".to_vec()),
+                    BatchOp::Put(Space::Expiry, expiry_key(10, &a), Vec::new()),
+                ])
+                .expect("apply");
+            assert_eq!(engine.get(&a).expect("get").as_deref(), Some(&b"1"[..]));
+            assert_eq!(
+                collect(&*engine, Space::Records, &[]),
+                vec![a.clone(), b.clone(), c.clone()]
+            );
+            assert_eq!(
+                collect(&*engine, Space::Records, &b),
+                vec![b.clone(), c.clone()]
+            );
+            assert_eq!(collect(&*engine, Space::Expiry, &[]).len(), 1);
+            engine
+                .apply(vec![BatchOp::Delete(Space::Records, b.clone())])
+                .expect("delete");
+            assert!(engine.get(&b).expect("get").is_none());
+            engine.sync().expect("sync");
+            engine.clear().expect("clear");
+            assert!(collect(&*engine, Space::Records, &[]).is_empty());
+            assert!(collect(&*engine, Space::Expiry, &[]).is_empty());
+        }
+    }
+
+    #[test]
+    fn key_layout_round_trips() {
+        let stored = storage_key(16383, 7, b"\x00bin\xff");
+        assert_eq!(
+            split_storage_key(&stored),
+            Some((16383, 7, &b"\x00bin\xff"[..]))
+        );
+        let idx = expiry_key(1234, &stored);
+        assert_eq!(split_expiry_key(&idx), Some((1234, &stored[..])));
+        assert_eq!(split_storage_key(b"x"), None);
+    }
+}
