@@ -1,5 +1,6 @@
 //! The `ringkv` binary: parse flags, load the config, run a node.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
