@@ -138,6 +138,8 @@ pub struct StorageConfig {
     pub fsync: FsyncMode,
     /// Block cache of the disk engine, in MiB.
     pub cache_mb: u64,
+    /// Decoded hot records kept in front of the disk engine, in MiB; 0 disables.
+    pub record_cache_mb: u64,
     /// How often the active expiry sweep runs, in milliseconds.
     pub expiry_sweep_ms: u64,
 }
@@ -149,6 +151,7 @@ impl Default for StorageConfig {
             data_dir: PathBuf::from("./data"),
             fsync: FsyncMode::Everysec,
             cache_mb: 256,
+            record_cache_mb: 256,
             expiry_sweep_ms: 100,
         }
     }
@@ -244,6 +247,9 @@ pub struct Cli {
     /// Disk engine block cache, MiB [storage.cache_mb].
     #[arg(long)]
     pub cache_mb: Option<u64>,
+    /// Record cache in front of the disk engine, MiB, 0 = off [storage.record_cache_mb].
+    #[arg(long)]
+    pub record_cache_mb: Option<u64>,
     /// Active expiry sweep interval, ms [storage.expiry_sweep_ms].
     #[arg(long)]
     pub expiry_sweep_ms: Option<u64>,
@@ -297,10 +303,7 @@ impl Config {
         set(&mut s.databases, &cli.databases);
         set(&mut s.proto_max_bulk_len, &cli.proto_max_bulk_len);
         set(&mut s.max_multibulk_len, &cli.max_multibulk_len);
-        set(
-            &mut s.client_query_buffer_limit,
-            &cli.client_query_buffer_limit,
-        );
+        set(&mut s.client_query_buffer_limit, &cli.client_query_buffer_limit);
         set(&mut s.threads, &cli.threads);
         set(&mut s.log_level, &cli.log_level);
         let st = &mut self.storage;
@@ -308,6 +311,7 @@ impl Config {
         set(&mut st.data_dir, &cli.data_dir);
         set(&mut st.fsync, &cli.fsync);
         set(&mut st.cache_mb, &cli.cache_mb);
+        set(&mut st.record_cache_mb, &cli.record_cache_mb);
         set(&mut st.expiry_sweep_ms, &cli.expiry_sweep_ms);
         let c = &mut self.cluster;
         set(&mut c.node_id, &cli.node_id);
@@ -361,9 +365,7 @@ mod tests {
 
     #[test]
     fn flags_override_the_file() {
-        let cli = Cli::parse_from([
-            "ringkv", "--port", "7000", "--engine", "memory", "--fsync", "always",
-        ]);
+        let cli = Cli::parse_from(["ringkv", "--port", "7000", "--engine", "memory", "--fsync", "always"]);
         let config = Config::load(&cli).expect("valid");
         assert_eq!(config.server.port, 7000);
         assert_eq!(config.storage.engine, EngineKind::Memory);

@@ -78,9 +78,7 @@ pub enum CommandError {
     #[error("CONFLICT key has {0} concurrent values; read them with GET or VGET and write the resolved one with SET or VSET")]
     Conflict(usize),
     /// A write that would keep more concurrent values than the cap.
-    #[error(
-        "CONFLICT too many concurrent values for this key ({0} max); resolve them with SET or VSET"
-    )]
+    #[error("CONFLICT too many concurrent values for this key ({0} max); resolve them with SET or VSET")]
     TooManySiblings(usize),
     /// The storage engine failed; the write (if any) did not happen.
     #[error("ERR storage error: {0}")]
@@ -122,10 +120,7 @@ mod tests {
             CommandError::arity(b"GET").to_string(),
             "ERR wrong number of arguments for 'get' command"
         );
-        let unknown = CommandError::unknown_command(
-            b"foo",
-            &[Bytes::from_static(b"a"), Bytes::from_static(b"b")],
-        );
+        let unknown = CommandError::unknown_command(b"foo", &[Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
         assert_eq!(
             unknown.to_string(),
             "ERR unknown command 'foo', with args beginning with: 'a' 'b' "

@@ -85,11 +85,7 @@ fn class(pattern: &[u8], start: usize, c: u8, nocase: bool) -> Option<(bool, usi
                 std::mem::swap(&mut lo, &mut hi);
             }
             let (lo_c, hi_c, cc) = if nocase {
-                (
-                    lo.to_ascii_lowercase(),
-                    hi.to_ascii_lowercase(),
-                    c.to_ascii_lowercase(),
-                )
+                (lo.to_ascii_lowercase(), hi.to_ascii_lowercase(), c.to_ascii_lowercase())
             } else {
                 (lo, hi, c)
             };

@@ -57,9 +57,7 @@ impl Identity {
     /// A fresh identity; `node_id` is used if non-empty.
     pub fn generate(node_id: &str) -> Identity {
         let node_id = if node_id.is_empty() {
-            (0..5)
-                .map(|_| format!("{:08x}", rand::random::<u32>()))
-                .collect()
+            (0..5).map(|_| format!("{:08x}", rand::random::<u32>())).collect()
         } else {
             node_id.to_string()
         };
@@ -80,8 +78,7 @@ impl Identity {
         };
         match std::fs::read_to_string(&path) {
             Ok(text) => {
-                let identity: Identity =
-                    toml::from_str(&text).map_err(|_| IdentityError::Damaged(shown.clone()))?;
+                let identity: Identity = toml::from_str(&text).map_err(|_| IdentityError::Damaged(shown.clone()))?;
                 if !configured.is_empty() && configured != identity.node_id {
                     return Err(IdentityError::Mismatch {
                         stored: identity.node_id,
@@ -93,8 +90,7 @@ impl Identity {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 std::fs::create_dir_all(dir).map_err(io)?;
                 let identity = Identity::generate(configured);
-                let text = toml::to_string(&identity)
-                    .map_err(|_| IdentityError::Damaged(shown.clone()))?;
+                let text = toml::to_string(&identity).map_err(|_| IdentityError::Damaged(shown.clone()))?;
                 let tmp = dir.join(format!("{FILE}.tmp"));
                 let mut file = std::fs::File::create(&tmp).map_err(io)?;
                 file.write_all(text.as_bytes()).map_err(io)?;
@@ -121,9 +117,6 @@ mod tests {
         assert_eq!(first.actor(), again.actor());
         let err = Identity::load_or_create(dir.path(), "other").expect_err("mismatch");
         assert!(matches!(err, IdentityError::Mismatch { .. }));
-        assert_ne!(
-            Identity::generate("n").actor(),
-            Identity::generate("n").actor()
-        );
+        assert_ne!(Identity::generate("n").actor(), Identity::generate("n").actor());
     }
 }

@@ -25,6 +25,7 @@
 //! - [`identity`]: node id and incarnation kept in the data dir.
 //! - [`node`]: state shared by all connections; [`run`] starts a node.
 
+pub mod cache;
 pub mod clock;
 pub mod cluster;
 pub mod commands;

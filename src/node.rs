@@ -77,12 +77,7 @@ pub struct Node {
 
 impl Node {
     /// Assembles the node.
-    pub fn new(
-        config: Config,
-        identity: Identity,
-        coordinator: Coordinator,
-        port: u16,
-    ) -> Arc<Node> {
+    pub fn new(config: Config, identity: Identity, coordinator: Coordinator, port: u16) -> Arc<Node> {
         let s = &config.server;
         let settings = Settings {
             requirepass: s.requirepass.clone(),

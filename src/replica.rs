@@ -12,13 +12,13 @@ use bytes::Bytes;
 use parking_lot::{Mutex, MutexGuard};
 use xxhash_rust::xxh3::xxh3_64;
 
+use crate::cache::{Lookup, RecordCache};
 use crate::clock::now_ms;
 use crate::cluster::slot::key_slot;
 use crate::config::ConflictMode;
 use crate::error::{CommandError, CommandResult};
 use crate::storage::{
-    expiry_key, split_expiry_key, split_storage_key, storage_key, BatchOp, Durability, Engine,
-    Space, StorageError,
+    expiry_key, split_expiry_key, split_storage_key, storage_key, BatchOp, Durability, Engine, Space, StorageError,
 };
 use crate::version::{ActorId, Record, Sibling, WriteError, MAX_SIBLINGS};
 
@@ -43,9 +43,7 @@ impl<'a> Current<'a> {
             (None, _) => Current::Missing,
             (Some(one), None) => Current::Value(one),
             (Some(_), Some(_)) => match conflicts {
-                ConflictMode::Lww => record
-                    .lww_winner(now)
-                    .map_or(Current::Missing, Current::Value),
+                ConflictMode::Lww => record.lww_winner(now).map_or(Current::Missing, Current::Value),
                 ConflictMode::Siblings => Current::Conflict(record.live(now).count()),
             },
         }
@@ -85,6 +83,8 @@ pub struct Replica {
     conflicts: ConflictMode,
     tombstone_grace_ms: u64,
     locks: Box<[Mutex<()>]>,
+    /// Decoded hot records, for engines where a lookup is not already a hash probe.
+    cache: Option<RecordCache>,
 }
 
 impl Replica {
@@ -95,6 +95,7 @@ impl Replica {
         actor: ActorId,
         conflicts: ConflictMode,
         tombstone_grace_ms: u64,
+        cache_bytes: usize,
     ) -> Replica {
         Replica {
             engine,
@@ -103,6 +104,7 @@ impl Replica {
             conflicts,
             tombstone_grace_ms,
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            cache: (cache_bytes > 0).then(|| RecordCache::new(cache_bytes)),
         }
     }
 
@@ -133,17 +135,36 @@ impl Replica {
         (xxh3_64(stored) % LOCK_STRIPES as u64) as usize
     }
 
-    fn load(&self, stored: &[u8]) -> Result<Option<Record>, StorageError> {
-        match self.engine.get(stored)? {
-            None => Ok(None),
-            Some(bytes) => Record::decode(&bytes)
-                .map(Some)
-                .ok_or(StorageError::Corrupt),
+    fn load(&self, stored: &[u8]) -> Result<Option<Arc<Record>>, StorageError> {
+        let token = match self.cache.as_ref().map(|cache| cache.get(stored)) {
+            Some(Lookup::Hit(record)) => return Ok(record),
+            Some(Lookup::Miss(token)) => Some(token),
+            None => None,
+        };
+        let record = match self.engine.get(stored)? {
+            None => None,
+            Some(bytes) => Some(Arc::new(Record::decode(&bytes).ok_or(StorageError::Corrupt)?)),
+        };
+        if let (Some(cache), Some(token)) = (&self.cache, token) {
+            cache.fill(token, stored, record.clone());
+        }
+        Ok(record)
+    }
+
+    /// Loads a record to change it (a copy if the cache shares it).
+    fn load_mut(&self, stored: &[u8]) -> Result<Record, StorageError> {
+        Ok(self.load(stored)?.map(Arc::unwrap_or_clone).unwrap_or_default())
+    }
+
+    /// Tells the cache what a committed write left under `stored`.
+    fn cache_put(&self, stored: &[u8], record: Option<Record>) {
+        if let Some(cache) = &self.cache {
+            cache.put(stored, record.map(Arc::new));
         }
     }
 
     /// The record of `key`, if stored (possibly holding only tombstones or expired values).
-    pub fn read(&self, db: u8, key: &[u8]) -> CommandResult<Option<Record>> {
+    pub fn read(&self, db: u8, key: &[u8]) -> CommandResult<Option<Arc<Record>>> {
         let stored = self.stored_key(db, key)?;
         Ok(self.load(&stored)?)
     }
@@ -159,11 +180,13 @@ impl Replica {
         let stored = self.stored_key(db, key)?;
         let _guard = self.locks[Self::stripe(&stored)].lock();
         let now = now_ms();
-        let mut record = self.load(&stored)?.unwrap_or_default();
+        let mut record = self.load_mut(&stored)?;
         let (mutation, out) = decide(Current::of(&record, now, self.conflicts))?;
         let mut ops = Vec::with_capacity(3);
-        self.apply_mutation(&mut record, stored, mutation, now, &mut ops)?;
-        self.commit(ops)?;
+        if self.apply_mutation(&mut record, &stored, mutation, now, &mut ops)? {
+            self.commit(ops)?;
+            self.cache_put(&stored, Some(record));
+        }
         Ok(out)
     }
 
@@ -184,54 +207,47 @@ impl Replica {
         let mut stripes: Vec<usize> = stored.iter().map(|s| Self::stripe(s)).collect();
         stripes.sort_unstable();
         stripes.dedup();
-        let _guards: Vec<MutexGuard<'_, ()>> =
-            stripes.iter().map(|&i| self.locks[i].lock()).collect();
+        let _guards: Vec<MutexGuard<'_, ()>> = stripes.iter().map(|&i| self.locks[i].lock()).collect();
         let now = now_ms();
         let mut records = stored
             .iter()
-            .map(|s| Ok(self.load(s)?.unwrap_or_default()))
+            .map(|s| self.load_mut(s))
             .collect::<Result<Vec<Record>, StorageError>>()?;
-        let current: Vec<Current<'_>> = records
-            .iter()
-            .map(|r| Current::of(r, now, self.conflicts))
-            .collect();
+        let current: Vec<Current<'_>> = records.iter().map(|r| Current::of(r, now, self.conflicts)).collect();
         let (mutations, out) = decide(&current)?;
         debug_assert_eq!(mutations.len(), keys.len());
         let mut ops = Vec::with_capacity(3 * keys.len());
         // A key named twice (MSET k 1 k 2) must end with the last mutation only.
-        let mut seen = ahash::AHashSet::with_capacity(keys.len());
-        let items: Vec<_> = stored
-            .into_iter()
-            .zip(records.iter_mut())
-            .zip(mutations)
-            .collect();
-        for ((stored, record), mutation) in items.into_iter().rev() {
-            if seen.insert(stored.clone()) {
-                self.apply_mutation(record, stored, mutation, now, &mut ops)?;
+        let mut changed = vec![false; keys.len()];
+        for (i, mutation) in mutations.into_iter().enumerate() {
+            if !stored[i + 1..].contains(&stored[i]) {
+                changed[i] = self.apply_mutation(&mut records[i], &stored[i], mutation, now, &mut ops)?;
             }
         }
         self.commit(ops)?;
+        for ((stored, record), changed) in stored.iter().zip(records).zip(changed) {
+            if changed {
+                self.cache_put(stored, Some(record));
+            }
+        }
         Ok(out)
     }
 
     /// Applies `mutation` to `record` (a new dot superseding its whole context)
-    /// and queues the storage ops that persist it.
+    /// and queues the storage ops that persist it. False if nothing changed.
     fn apply_mutation(
         &self,
         record: &mut Record,
-        stored: Vec<u8>,
+        stored: &[u8],
         mutation: Mutation,
         now: u64,
         ops: &mut Vec<BatchOp>,
-    ) -> CommandResult<()> {
+    ) -> CommandResult<bool> {
         let (value, expire_at_ms) = match mutation {
-            Mutation::Keep => return Ok(()),
-            Mutation::Put {
-                value,
-                expire_at_ms,
-            } => (Some(value), expire_at_ms),
+            Mutation::Keep => return Ok(false),
+            Mutation::Put { value, expire_at_ms } => (Some(value), expire_at_ms),
             // Deleting what holds no value would only add a tombstone.
-            Mutation::Delete if record.live(now).next().is_none() => return Ok(()),
+            Mutation::Delete if record.live(now).next().is_none() => return Ok(false),
             Mutation::Delete => (None, Some(now + self.tombstone_grace_ms)),
         };
         let previous_expiry = record.next_expiry();
@@ -242,18 +258,14 @@ impl Replica {
         let next_expiry = record.next_expiry();
         if previous_expiry != next_expiry {
             if let Some(at) = previous_expiry {
-                ops.push(BatchOp::Delete(Space::Expiry, expiry_key(at, &stored)));
+                ops.push(BatchOp::Delete(Space::Expiry, expiry_key(at, stored)));
             }
             if let Some(at) = next_expiry {
-                ops.push(BatchOp::Put(
-                    Space::Expiry,
-                    expiry_key(at, &stored),
-                    Vec::new(),
-                ));
+                ops.push(BatchOp::Put(Space::Expiry, expiry_key(at, stored), Vec::new()));
             }
         }
-        ops.push(BatchOp::Put(Space::Records, stored, record.encode()));
-        Ok(())
+        ops.push(BatchOp::Put(Space::Records, stored.to_vec(), record.encode()));
+        Ok(true)
     }
 
     fn commit(&self, ops: Vec<BatchOp>) -> Result<(), StorageError> {
@@ -276,22 +288,21 @@ impl Replica {
     ) -> CommandResult<()> {
         let start = storage_key(from_slot, 0, b"");
         let mut failure = None;
-        self.engine
-            .scan(Space::Records, &start, &mut |stored, bytes| {
-                let Some((slot, key_db, key)) = split_storage_key(stored) else {
-                    return ControlFlow::Continue(());
-                };
-                if key_db != db {
-                    return ControlFlow::Continue(());
+        self.engine.scan(Space::Records, &start, &mut |stored, bytes| {
+            let Some((slot, key_db, key)) = split_storage_key(stored) else {
+                return ControlFlow::Continue(());
+            };
+            if key_db != db {
+                return ControlFlow::Continue(());
+            }
+            match Record::decode(bytes) {
+                Some(record) => visit(slot, key, &record),
+                None => {
+                    failure = Some(StorageError::Corrupt);
+                    ControlFlow::Break(())
                 }
-                match Record::decode(bytes) {
-                    Some(record) => visit(slot, key, &record),
-                    None => {
-                        failure = Some(StorageError::Corrupt);
-                        ControlFlow::Break(())
-                    }
-                }
-            })?;
+            }
+        })?;
         match failure {
             Some(e) => Err(e.into()),
             None => Ok(()),
@@ -303,29 +314,34 @@ impl Replica {
         let Some(db) = db else {
             self.engine.clear()?;
             self.durability.note_write();
+            if let Some(cache) = &self.cache {
+                cache.clear();
+            }
             return Ok(());
         };
         loop {
             // Collect first: the visitor may not write while the engine scans.
             let mut batch = Vec::new();
-            self.engine
-                .scan(Space::Records, &[], &mut |stored, bytes| {
-                    if split_storage_key(stored).is_some_and(|(_, d, _)| d == db) {
-                        if let Some(at) = Record::decode(bytes).and_then(|r| r.next_expiry()) {
-                            batch.push(BatchOp::Delete(Space::Expiry, expiry_key(at, stored)));
-                        }
-                        batch.push(BatchOp::Delete(Space::Records, stored.to_vec()));
+            self.engine.scan(Space::Records, &[], &mut |stored, bytes| {
+                if split_storage_key(stored).is_some_and(|(_, d, _)| d == db) {
+                    if let Some(at) = Record::decode(bytes).and_then(|r| r.next_expiry()) {
+                        batch.push(BatchOp::Delete(Space::Expiry, expiry_key(at, stored)));
                     }
-                    if batch.len() >= 4096 {
-                        ControlFlow::Break(())
-                    } else {
-                        ControlFlow::Continue(())
-                    }
-                })?;
+                    batch.push(BatchOp::Delete(Space::Records, stored.to_vec()));
+                }
+                if batch.len() >= 4096 {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })?;
             if batch.is_empty() {
                 return Ok(());
             }
             self.commit(batch)?;
+            if let Some(cache) = &self.cache {
+                cache.clear();
+            }
         }
     }
 
@@ -349,28 +365,26 @@ impl Replica {
         for (at, stored) in &due {
             let _guard = self.locks[Self::stripe(stored)].lock();
             let mut ops = vec![BatchOp::Delete(Space::Expiry, expiry_key(*at, stored))];
-            if let Some(mut record) = self.load(stored)? {
+            let mut cached = None;
+            if let Some(mut record) = self.load(stored)?.map(Arc::unwrap_or_clone) {
                 let before = record.siblings.len();
                 if record.prune(now) {
                     ops.push(BatchOp::Delete(Space::Records, stored.clone()));
+                    cached = Some(None);
                 } else {
                     if let Some(next) = record.next_expiry() {
-                        ops.push(BatchOp::Put(
-                            Space::Expiry,
-                            expiry_key(next, stored),
-                            Vec::new(),
-                        ));
+                        ops.push(BatchOp::Put(Space::Expiry, expiry_key(next, stored), Vec::new()));
                     }
                     if record.siblings.len() != before {
-                        ops.push(BatchOp::Put(
-                            Space::Records,
-                            stored.clone(),
-                            record.encode(),
-                        ));
+                        ops.push(BatchOp::Put(Space::Records, stored.clone(), record.encode()));
+                        cached = Some(Some(record));
                     }
                 }
             }
             self.commit(ops)?;
+            if let Some(record) = cached {
+                self.cache_put(stored, record);
+            }
         }
         Ok(due.len())
     }

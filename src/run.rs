@@ -56,14 +56,16 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         identity.actor(),
         config.cluster.conflicts,
         config.cluster.tombstone_grace_secs.saturating_mul(1000),
+        match config.storage.engine {
+            EngineKind::Disk => (config.storage.record_cache_mb as usize).saturating_mul(1024 * 1024),
+            EngineKind::Memory => 0,
+        },
     ));
     let addr = (config.server.bind, config.server.port);
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: format!("{}:{}", addr.0, addr.1),
-            source,
-        })?;
+    let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind {
+        addr: format!("{}:{}", addr.0, addr.1),
+        source,
+    })?;
     let local = listener.local_addr().map_err(|source| StartError::Bind {
         addr: format!("{}:{}", addr.0, addr.1),
         source,
@@ -78,12 +80,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         node_id = %identity.node_id,
         "ringkv ready to accept connections"
     );
-    let node = Node::new(
-        config,
-        identity,
-        Coordinator::new(replica.clone()),
-        local.port(),
-    );
+    let node = Node::new(config, identity, Coordinator::new(replica.clone()), local.port());
     tokio::spawn(expiry_sweep(node.clone(), sweep_every));
     tokio::spawn(stop_on_signal(node.clone()));
     accept_loop(node.clone(), listener).await;
@@ -126,10 +123,7 @@ async fn stop_on_signal(node: Arc<Node>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
             tracing::error!("cannot install signal handlers");
             return;
         };

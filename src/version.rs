@@ -121,10 +121,7 @@ impl VersionVector {
         let n = self.0.len();
         self.0.reserve(missing);
         for &(actor, counter) in &other.0 {
-            if self.0[..n]
-                .binary_search_by_key(&actor, |&(a, _)| a)
-                .is_err()
-            {
+            if self.0[..n].binary_search_by_key(&actor, |&(a, _)| a).is_err() {
                 self.0.push((actor, counter));
             }
         }
@@ -324,8 +321,8 @@ impl Record {
     /// when `other` brings siblings or actors this copy lacks.
     pub fn merge(&mut self, other: &Record) {
         // Our siblings: keep those the other side holds too or has not seen.
-        self.siblings.retain_mut(|s| {
-            match other.siblings.binary_search_by_key(&s.dot, |o| o.dot) {
+        self.siblings
+            .retain_mut(|s| match other.siblings.binary_search_by_key(&s.dot, |o| o.dot) {
                 Ok(i) => {
                     let o = &other.siblings[i];
                     if content_rank(o) > content_rank(s) {
@@ -334,8 +331,7 @@ impl Record {
                     true
                 }
                 Err(_) => !other.context.covers(s.dot),
-            }
-        });
+            });
         // Their siblings: by our invariant, a dot our (not yet joined) context
         // does not cover is one we do not hold; one it covers we either hold
         // (kept above) or have superseded.
@@ -372,8 +368,7 @@ impl Record {
     /// merge. Returns true if the record now has no siblings and may be
     /// removed from storage.
     pub fn prune(&mut self, now_ms: u64) -> bool {
-        self.siblings
-            .retain(|s| s.expire_at_ms.is_none_or(|at| now_ms < at));
+        self.siblings.retain(|s| s.expire_at_ms.is_none_or(|at| now_ms < at));
         self.siblings.is_empty()
     }
 
@@ -441,9 +436,7 @@ mod tests {
     }
 
     fn live_values(r: &Record, now_ms: u64) -> Vec<&[u8]> {
-        r.live(now_ms)
-            .map(|s| s.value.as_deref().unwrap_or_default())
-            .collect()
+        r.live(now_ms).map(|s| s.value.as_deref().unwrap_or_default()).collect()
     }
 
     fn vv(entries: &[(ActorId, u64)]) -> VersionVector {
@@ -468,37 +461,16 @@ mod tests {
     fn version_vector_add_get_covers_join() {
         let mut v = VersionVector::default();
         assert!(v.is_empty());
-        v.add(Dot {
-            actor: C,
-            counter: 3,
-        });
-        v.add(Dot {
-            actor: A,
-            counter: 5,
-        });
-        v.add(Dot {
-            actor: A,
-            counter: 2,
-        }); // lower: no change
-        v.add(Dot {
-            actor: B,
-            counter: 0,
-        }); // zero: ignored
+        v.add(Dot { actor: C, counter: 3 });
+        v.add(Dot { actor: A, counter: 5 });
+        v.add(Dot { actor: A, counter: 2 }); // lower: no change
+        v.add(Dot { actor: B, counter: 0 }); // zero: ignored
         assert_eq!(v.entries(), &[(A, 5), (C, 3)]);
         assert_eq!(v.get(A), 5);
         assert_eq!(v.get(B), 0);
-        assert!(v.covers(Dot {
-            actor: A,
-            counter: 5
-        }));
-        assert!(!v.covers(Dot {
-            actor: A,
-            counter: 6
-        }));
-        assert!(!v.covers(Dot {
-            actor: B,
-            counter: 1
-        }));
+        assert!(v.covers(Dot { actor: A, counter: 5 }));
+        assert!(!v.covers(Dot { actor: A, counter: 6 }));
+        assert!(!v.covers(Dot { actor: B, counter: 1 }));
 
         let mut w = vv(&[(A, 7), (C, 1)]);
         w.join(&v); // only shared actors: in place
@@ -555,8 +527,7 @@ mod tests {
     #[test]
     fn write_with_old_ctx_yields_two_siblings() {
         let mut r = Record::default();
-        r.write(A, &r.context.clone(), val("base"), None, 1)
-            .unwrap();
+        r.write(A, &r.context.clone(), val("base"), None, 1).unwrap();
         let old = r.context.clone();
         r.write(A, &old, val("x"), None, 2).unwrap();
         r.write(A, &old, val("y"), None, 3).unwrap();
@@ -570,9 +541,7 @@ mod tests {
     #[test]
     fn write_dot_is_fresh_and_clock_floored() {
         let mut r = Record::default();
-        let d1 = r
-            .write(A, &VersionVector::default(), val("a"), None, 5)
-            .unwrap();
+        let d1 = r.write(A, &VersionVector::default(), val("a"), None, 5).unwrap();
         assert_eq!(
             d1,
             Dot {
@@ -585,15 +554,11 @@ mod tests {
         assert_eq!(d2.counter, 5_001);
         // A record deleted and dropped (context lost) does not reissue old dots.
         let mut fresh = Record::default();
-        let d3 = fresh
-            .write(A, &VersionVector::default(), val("c"), None, 6)
-            .unwrap();
+        let d3 = fresh.write(A, &VersionVector::default(), val("c"), None, 6).unwrap();
         assert!(d3.counter > d2.counter);
         // A client context that knows more of our own dots pushes the counter up.
         let mut other = Record::default();
-        let d4 = other
-            .write(A, &vv(&[(A, 9_999)]), val("d"), None, 1)
-            .unwrap();
+        let d4 = other.write(A, &vv(&[(A, 9_999)]), val("d"), None, 1).unwrap();
         assert_eq!(d4.counter, 10_000);
     }
 
@@ -603,19 +568,14 @@ mod tests {
         a.write(A, &a.context.clone(), val("v0"), None, 1).unwrap();
         let mut b = a.clone();
         // A deletes, B concurrently overwrites.
-        a.write(A, &a.context.clone(), None, Some(1_000), 2)
-            .unwrap();
+        a.write(A, &a.context.clone(), None, Some(1_000), 2).unwrap();
         b.write(B, &b.context.clone(), val("v1"), None, 2).unwrap();
         a.merge(&b);
         assert_eq!(a.siblings.len(), 2);
         assert_eq!(live_values(&a, 3), [b"v1"]);
-        assert_eq!(
-            a.lww_winner(3).and_then(|s| s.value.as_deref()),
-            Some(&b"v1"[..])
-        );
+        assert_eq!(a.lww_winner(3).and_then(|s| s.value.as_deref()), Some(&b"v1"[..]));
         // A delete that saw the value wins.
-        a.write(A, &a.context.clone(), None, Some(1_000), 4)
-            .unwrap();
+        a.write(A, &a.context.clone(), None, Some(1_000), 4).unwrap();
         assert_eq!(a.live(4).count(), 0);
         assert_eq!(a.lww_winner(4), None);
         assert_invariants(&a);
@@ -636,8 +596,7 @@ mod tests {
         );
         assert_eq!(r, before);
         // A write that supersedes them is fine.
-        r.write(A, &r.context.clone(), val("resolved"), None, 101)
-            .unwrap();
+        r.write(A, &r.context.clone(), val("resolved"), None, 101).unwrap();
         assert_eq!(r.siblings.len(), 1);
     }
 
@@ -667,11 +626,9 @@ mod tests {
     #[test]
     fn merge_same_dot_different_content_is_deterministic() {
         let mut a = Record::default();
-        a.write(A, &VersionVector::default(), val("one"), None, 1)
-            .unwrap();
+        a.write(A, &VersionVector::default(), val("one"), None, 1).unwrap();
         let mut b = Record::default();
-        b.write(A, &VersionVector::default(), val("two"), None, 1)
-            .unwrap();
+        b.write(A, &VersionVector::default(), val("two"), None, 1).unwrap();
         let mut ab = a.clone();
         ab.merge(&b);
         let mut ba = b.clone();
@@ -685,8 +642,7 @@ mod tests {
     #[test]
     fn expiry_hides_value_at_deadline() {
         let mut r = Record::default();
-        r.write(A, &r.context.clone(), val("v"), Some(100), 1)
-            .unwrap();
+        r.write(A, &r.context.clone(), val("v"), Some(100), 1).unwrap();
         assert_eq!(live_values(&r, 99), [b"v"]);
         assert_eq!(r.live(100).count(), 0);
         assert_eq!(r.lww_winner(100), None);
@@ -744,10 +700,7 @@ mod tests {
         r.write(A, &empty, val(""), None, 5).unwrap();
         let bytes = r.encode();
         assert_eq!(Record::decode(&bytes), Some(r.clone()));
-        assert_eq!(
-            Record::decode(&Record::default().encode()),
-            Some(Record::default())
-        );
+        assert_eq!(Record::decode(&Record::default().encode()), Some(Record::default()));
     }
 
     #[test]
@@ -775,22 +728,15 @@ mod tests {
             value: val("x"),
             expire_at_ms: None,
         };
-        let enc = |context: &[(u64, u64)], siblings: &[Sibling]| {
-            postcard::to_allocvec(&Raw { context, siblings }).unwrap()
-        };
+        let enc =
+            |context: &[(u64, u64)], siblings: &[Sibling]| postcard::to_allocvec(&Raw { context, siblings }).unwrap();
         // Consistent baseline decodes.
         assert!(Record::decode(&enc(&[(A, 5)], &[sib(A, 4), sib(A, 5)])).is_some());
         // Sibling not covered by the context.
         assert_eq!(Record::decode(&enc(&[(A, 5)], &[sib(A, 6)])), None);
         // Siblings out of order, and a repeated dot.
-        assert_eq!(
-            Record::decode(&enc(&[(A, 5)], &[sib(A, 5), sib(A, 4)])),
-            None
-        );
-        assert_eq!(
-            Record::decode(&enc(&[(A, 5)], &[sib(A, 5), sib(A, 5)])),
-            None
-        );
+        assert_eq!(Record::decode(&enc(&[(A, 5)], &[sib(A, 5), sib(A, 4)])), None);
+        assert_eq!(Record::decode(&enc(&[(A, 5)], &[sib(A, 5), sib(A, 5)])), None);
         // Context not canonical.
         assert_eq!(Record::decode(&enc(&[(B, 1), (A, 5)], &[])), None);
         assert_eq!(Record::decode(&enc(&[(A, 0)], &[])), None);
@@ -867,10 +813,7 @@ mod tests {
     }
 
     fn history_strategy(allow_prune: bool) -> impl Strategy<Value = (usize, Vec<Op>)> {
-        (
-            2usize..=4,
-            prop::collection::vec(op_strategy(allow_prune), 0..40),
-        )
+        (2usize..=4, prop::collection::vec(op_strategy(allow_prune), 0..40))
     }
 
     /// Everything a history produced: replicas, snapshots, and the write log
@@ -898,9 +841,7 @@ mod tests {
                     let at = at % n;
                     let ctx = match *ctx {
                         CtxChoice::Own => replicas[at].context.clone(),
-                        CtxChoice::Captured(i) if !tokens.is_empty() => {
-                            tokens[i % tokens.len()].clone()
-                        }
+                        CtxChoice::Captured(i) if !tokens.is_empty() => tokens[i % tokens.len()].clone(),
                         CtxChoice::Captured(_) | CtxChoice::Empty => VersionVector::default(),
                     };
                     let now = u64::from(clock);

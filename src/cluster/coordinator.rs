@@ -30,7 +30,7 @@ impl Coordinator {
     }
 
     /// The merged record of `key` from R replicas.
-    pub async fn read(&self, db: u8, key: &[u8]) -> CommandResult<Option<Record>> {
+    pub async fn read(&self, db: u8, key: &[u8]) -> CommandResult<Option<Arc<Record>>> {
         self.local.read(db, key)
     }
 

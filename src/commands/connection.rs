@@ -47,8 +47,7 @@ pub fn reset(ctx: &mut Ctx<'_>) -> CommandResult<Reply> {
 /// Checks a password for `user`; only the `default` user exists.
 fn check_password(ctx: &mut Ctx<'_>, user: &[u8], password: &[u8]) -> CommandResult<()> {
     let required = ctx.node.settings.read().requirepass.clone();
-    let ok = user == b"default"
-        && (required.is_empty() || constant_time_eq(required.as_bytes(), password));
+    let ok = user == b"default" && (required.is_empty() || constant_time_eq(required.as_bytes(), password));
     if !ok {
         return Err(CommandError::WrongPass);
     }
@@ -79,9 +78,8 @@ pub fn auth(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
 pub fn hello(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
     let mut resp = ctx.session.resp;
     if let Some(version) = argv.get(1) {
-        let version = parse_i64(version).map_err(|_| {
-            CommandError::Other("Protocol version is not an integer or out of range".into())
-        })?;
+        let version = parse_i64(version)
+            .map_err(|_| CommandError::Other("Protocol version is not an integer or out of range".into()))?;
         if !(2..=3).contains(&version) {
             return Err(CommandError::NoProto);
         }

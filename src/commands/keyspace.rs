@@ -113,10 +113,7 @@ pub async fn scan(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
                 }
                 current = slot;
             }
-            let wanted = type_ok
-                && pattern
-                    .as_ref()
-                    .is_none_or(|p| glob::matches(p, key, false));
+            let wanted = type_ok && pattern.as_ref().is_none_or(|p| glob::matches(p, key, false));
             if wanted && record.live(now).next().is_some() {
                 keys.push(Reply::Bulk(Bytes::copy_from_slice(key)));
             }
@@ -127,10 +124,7 @@ pub async fn scan(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
 }
 
 fn scan_reply(cursor: u64, keys: Vec<Reply>) -> Reply {
-    Reply::Array(vec![
-        Reply::bulk_string(cursor.to_string()),
-        Reply::Array(keys),
-    ])
+    Reply::Array(vec![Reply::bulk_string(cursor.to_string()), Reply::Array(keys)])
 }
 
 /// RANDOMKEY: the first live key at or after a random slot, wrapping around.
@@ -181,13 +175,7 @@ pub async fn rename(ctx: &mut Ctx<'_>, argv: &[Bytes], only_new: bool) -> Comman
 }
 
 /// EXPIRE / PEXPIRE / EXPIREAT / PEXPIREAT key amount [NX | XX | GT | LT]
-pub async fn expire(
-    ctx: &mut Ctx<'_>,
-    argv: &[Bytes],
-    name: &str,
-    unit: u64,
-    absolute: bool,
-) -> CommandResult<Reply> {
+pub async fn expire(ctx: &mut Ctx<'_>, argv: &[Bytes], name: &str, unit: u64, absolute: bool) -> CommandResult<Reply> {
     let amount = parse_i64(&argv[2])?;
     let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
     for option in &argv[3..] {
@@ -267,7 +255,7 @@ pub enum TtlKind {
 async fn single_sibling(ctx: &mut Ctx<'_>, key: &[u8]) -> CommandResult<Option<Sibling>> {
     let record = ctx.node.coordinator.read(ctx.session.db, key).await?;
     let conflicts = ctx.node.coordinator.local().conflicts();
-    if let Reply::Array(values) = read_reply(record.as_ref(), conflicts) {
+    if let Reply::Array(values) = read_reply(record.as_deref(), conflicts) {
         return Err(CommandError::Conflict(values.len()));
     }
     let now = now_ms();
@@ -298,17 +286,15 @@ pub async fn ttl(ctx: &mut Ctx<'_>, argv: &[Bytes], kind: TtlKind) -> CommandRes
 pub async fn persist(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
     ctx.node
         .coordinator
-        .update(ctx.session.db, &argv[1], |current| {
-            match current.value()? {
-                Some(sibling) if sibling.expire_at_ms.is_some() => {
-                    let put = Mutation::Put {
-                        value: sibling.value.clone().unwrap_or_default(),
-                        expire_at_ms: None,
-                    };
-                    Ok((put, Reply::Int(1)))
-                }
-                _ => Ok((Mutation::Keep, Reply::Int(0))),
+        .update(ctx.session.db, &argv[1], |current| match current.value()? {
+            Some(sibling) if sibling.expire_at_ms.is_some() => {
+                let put = Mutation::Put {
+                    value: sibling.value.clone().unwrap_or_default(),
+                    expire_at_ms: None,
+                };
+                Ok((put, Reply::Int(1)))
             }
+            _ => Ok((Mutation::Keep, Reply::Int(0))),
         })
         .await
 }

@@ -155,61 +155,556 @@ const ALLKEYS: (i32, i32, i32) = (1, -1, 1);
 
 /// Every command ringkv answers. Anything else gets the unknown-command error.
 pub static COMMANDS: &[Spec] = &[
-    spec!("ping", -1, FAST | STALE, NOKEY, "connection", "1.0.0", Ping, "Returns the server's liveliness response."),
-    spec!("echo", 2, FAST, NOKEY, "connection", "1.0.0", Echo, "Returns the given string."),
-    spec!("quit", -1, FAST | NO_AUTH | STALE, NOKEY, "connection", "1.0.0", Quit, "Closes the connection."),
-    spec!("reset", 1, FAST | NO_AUTH | STALE, NOKEY, "connection", "6.2.0", Reset, "Resets the connection."),
-    spec!("hello", -1, FAST | NO_AUTH | STALE, NOKEY, "connection", "6.0.0", Hello, "Handshakes with the Redis server."),
-    spec!("auth", -2, FAST | NO_AUTH | STALE, NOKEY, "connection", "1.0.0", Auth, "Authenticates the connection."),
-    spec!("select", 2, FAST | STALE, NOKEY, "connection", "1.0.0", Select, "Changes the selected database."),
-    spec!("client", -2, STALE, NOKEY, "connection", "2.4.0", Client, "A container for client connection commands."),
-    spec!("command", -1, STALE, NOKEY, "server", "2.8.13", Command, "Returns detailed information about all commands."),
-    spec!("info", -1, STALE, NOKEY, "server", "1.0.0", Info, "Returns information and statistics about the server."),
-    spec!("config", -2, ADMIN | STALE, NOKEY, "server", "2.0.0", Config, "A container for server configuration commands."),
-    spec!("dbsize", 1, READONLY, NOKEY, "server", "1.0.0", Dbsize, "Returns the number of keys in the database."),
-    spec!("flushdb", -1, WRITE, NOKEY, "server", "1.0.0", Flushdb, "Removes all keys from the current database."),
-    spec!("flushall", -1, WRITE, NOKEY, "server", "1.0.0", Flushall, "Removes all keys from all databases."),
-    spec!("time", 1, FAST | STALE, NOKEY, "server", "2.6.0", Time, "Returns the server time."),
-    spec!("shutdown", -1, ADMIN | NO_AUTH | STALE, NOKEY, "server", "1.0.0", Shutdown, "Synchronously saves the database(s) to disk and shuts down the server."),
-    spec!("get", 2, READONLY | FAST, KEY1, "string", "1.0.0", Get, "Returns the string value of a key."),
-    spec!("set", -3, WRITE | DENYOOM, KEY1, "string", "1.0.0", Set, "Sets the string value of a key, ignoring its type."),
-    spec!("setnx", 3, WRITE | DENYOOM | FAST, KEY1, "string", "1.0.0", Setnx, "Set the string value of a key only when the key doesn't exist."),
-    spec!("setex", 4, WRITE | DENYOOM, KEY1, "string", "2.0.0", Setex, "Sets the string value and expiration time of a key."),
-    spec!("psetex", 4, WRITE | DENYOOM, KEY1, "string", "2.6.0", Psetex, "Sets both string value and expiration time in milliseconds of a key."),
-    spec!("getset", 3, WRITE | DENYOOM | FAST, KEY1, "string", "1.0.0", Getset, "Returns the previous string value of a key after setting it to a new value."),
-    spec!("getdel", 2, WRITE | FAST, KEY1, "string", "6.2.0", Getdel, "Returns the string value of a key after deleting the key."),
-    spec!("getex", -2, WRITE | FAST, KEY1, "string", "6.2.0", Getex, "Returns the string value of a key after setting its expiration time."),
-    spec!("mget", -2, READONLY | FAST, ALLKEYS, "string", "1.0.0", Mget, "Atomically returns the string values of one or more keys."),
-    spec!("mset", -3, WRITE | DENYOOM, (1, -1, 2), "string", "1.0.1", Mset, "Atomically creates or modifies the string values of one or more keys."),
-    spec!("msetnx", -3, WRITE | DENYOOM, (1, -1, 2), "string", "1.0.1", Msetnx, "Atomically modifies the string values of one or more keys only when all keys don't exist."),
-    spec!("append", 3, WRITE | DENYOOM | FAST, KEY1, "string", "2.0.0", Append, "Appends a string to the value of a key. Creates the key if it doesn't exist."),
-    spec!("strlen", 2, READONLY | FAST, KEY1, "string", "2.2.0", Strlen, "Returns the length of a string value."),
-    spec!("getrange", 4, READONLY, KEY1, "string", "2.4.0", Getrange, "Returns a substring of the string stored at a key."),
-    spec!("setrange", 4, WRITE | DENYOOM, KEY1, "string", "2.2.0", Setrange, "Overwrites a part of a string value with another by an offset. Creates the key if it doesn't exist."),
-    spec!("incr", 2, WRITE | DENYOOM | FAST, KEY1, "string", "1.0.0", Incr, "Increments the integer value of a key by one. Uses 0 as initial value if the key doesn't exist."),
-    spec!("decr", 2, WRITE | DENYOOM | FAST, KEY1, "string", "1.0.0", Decr, "Decrements the integer value of a key by one. Uses 0 as initial value if the key doesn't exist."),
-    spec!("incrby", 3, WRITE | DENYOOM | FAST, KEY1, "string", "1.0.0", Incrby, "Increments the integer value of a key by a number. Uses 0 as initial value if the key doesn't exist."),
-    spec!("decrby", 3, WRITE | DENYOOM | FAST, KEY1, "string", "1.0.0", Decrby, "Decrements a number from the integer value of a key. Uses 0 as initial value if the key doesn't exist."),
-    spec!("incrbyfloat", 3, WRITE | DENYOOM | FAST, KEY1, "string", "2.6.0", Incrbyfloat, "Increment the floating point value of a key by a number. Uses 0 as initial value if the key doesn't exist."),
-    spec!("del", -2, WRITE, ALLKEYS, "generic", "1.0.0", Del, "Deletes one or more keys."),
-    spec!("unlink", -2, WRITE | FAST, ALLKEYS, "generic", "4.0.0", Unlink, "Asynchronously deletes one or more keys."),
-    spec!("exists", -2, READONLY | FAST, ALLKEYS, "generic", "1.0.0", Exists, "Determines whether one or more keys exist."),
-    spec!("touch", -2, READONLY | FAST, ALLKEYS, "generic", "3.2.1", Touch, "Returns the number of existing keys out of those specified after updating the time they were last accessed."),
-    spec!("type", 2, READONLY | FAST, KEY1, "generic", "1.0.0", Type, "Determines the type of value stored at a key."),
-    spec!("keys", 2, READONLY, NOKEY, "generic", "1.0.0", Keys, "Returns all key names that match a pattern."),
-    spec!("scan", -2, READONLY, NOKEY, "generic", "2.8.0", Scan, "Iterates over the key names in the database."),
-    spec!("randomkey", 1, READONLY, NOKEY, "generic", "1.0.0", Randomkey, "Returns a random key name from the database."),
-    spec!("rename", 3, WRITE, (1, 2, 1), "generic", "1.0.0", Rename, "Renames a key and overwrites the destination."),
-    spec!("renamenx", 3, WRITE | FAST, (1, 2, 1), "generic", "1.0.0", Renamenx, "Renames a key only when the target key name doesn't exist."),
-    spec!("expire", -3, WRITE | FAST, KEY1, "generic", "1.0.0", Expire, "Sets the expiration time of a key in seconds."),
-    spec!("pexpire", -3, WRITE | FAST, KEY1, "generic", "2.6.0", Pexpire, "Sets the expiration time of a key in milliseconds."),
-    spec!("expireat", -3, WRITE | FAST, KEY1, "generic", "1.2.0", Expireat, "Sets the expiration time of a key to a Unix timestamp."),
-    spec!("pexpireat", -3, WRITE | FAST, KEY1, "generic", "2.6.0", Pexpireat, "Sets the expiration time of a key to a Unix milliseconds timestamp."),
-    spec!("expiretime", 2, READONLY | FAST, KEY1, "generic", "7.0.0", Expiretime, "Returns the expiration time of a key as a Unix timestamp."),
-    spec!("pexpiretime", 2, READONLY | FAST, KEY1, "generic", "7.0.0", Pexpiretime, "Returns the expiration time of a key as a Unix milliseconds timestamp."),
-    spec!("ttl", 2, READONLY | FAST, KEY1, "generic", "1.0.0", Ttl, "Returns the expiration time in seconds of a key."),
-    spec!("pttl", 2, READONLY | FAST, KEY1, "generic", "2.6.0", Pttl, "Returns the expiration time in milliseconds of a key."),
-    spec!("persist", 2, WRITE | FAST, KEY1, "generic", "2.2.0", Persist, "Removes the expiration time of a key."),
+    spec!(
+        "ping",
+        -1,
+        FAST | STALE,
+        NOKEY,
+        "connection",
+        "1.0.0",
+        Ping,
+        "Returns the server's liveliness response."
+    ),
+    spec!(
+        "echo",
+        2,
+        FAST,
+        NOKEY,
+        "connection",
+        "1.0.0",
+        Echo,
+        "Returns the given string."
+    ),
+    spec!(
+        "quit",
+        -1,
+        FAST | NO_AUTH | STALE,
+        NOKEY,
+        "connection",
+        "1.0.0",
+        Quit,
+        "Closes the connection."
+    ),
+    spec!(
+        "reset",
+        1,
+        FAST | NO_AUTH | STALE,
+        NOKEY,
+        "connection",
+        "6.2.0",
+        Reset,
+        "Resets the connection."
+    ),
+    spec!(
+        "hello",
+        -1,
+        FAST | NO_AUTH | STALE,
+        NOKEY,
+        "connection",
+        "6.0.0",
+        Hello,
+        "Handshakes with the Redis server."
+    ),
+    spec!(
+        "auth",
+        -2,
+        FAST | NO_AUTH | STALE,
+        NOKEY,
+        "connection",
+        "1.0.0",
+        Auth,
+        "Authenticates the connection."
+    ),
+    spec!(
+        "select",
+        2,
+        FAST | STALE,
+        NOKEY,
+        "connection",
+        "1.0.0",
+        Select,
+        "Changes the selected database."
+    ),
+    spec!(
+        "client",
+        -2,
+        STALE,
+        NOKEY,
+        "connection",
+        "2.4.0",
+        Client,
+        "A container for client connection commands."
+    ),
+    spec!(
+        "command",
+        -1,
+        STALE,
+        NOKEY,
+        "server",
+        "2.8.13",
+        Command,
+        "Returns detailed information about all commands."
+    ),
+    spec!(
+        "info",
+        -1,
+        STALE,
+        NOKEY,
+        "server",
+        "1.0.0",
+        Info,
+        "Returns information and statistics about the server."
+    ),
+    spec!(
+        "config",
+        -2,
+        ADMIN | STALE,
+        NOKEY,
+        "server",
+        "2.0.0",
+        Config,
+        "A container for server configuration commands."
+    ),
+    spec!(
+        "dbsize",
+        1,
+        READONLY,
+        NOKEY,
+        "server",
+        "1.0.0",
+        Dbsize,
+        "Returns the number of keys in the database."
+    ),
+    spec!(
+        "flushdb",
+        -1,
+        WRITE,
+        NOKEY,
+        "server",
+        "1.0.0",
+        Flushdb,
+        "Removes all keys from the current database."
+    ),
+    spec!(
+        "flushall",
+        -1,
+        WRITE,
+        NOKEY,
+        "server",
+        "1.0.0",
+        Flushall,
+        "Removes all keys from all databases."
+    ),
+    spec!(
+        "time",
+        1,
+        FAST | STALE,
+        NOKEY,
+        "server",
+        "2.6.0",
+        Time,
+        "Returns the server time."
+    ),
+    spec!(
+        "shutdown",
+        -1,
+        ADMIN | NO_AUTH | STALE,
+        NOKEY,
+        "server",
+        "1.0.0",
+        Shutdown,
+        "Synchronously saves the database(s) to disk and shuts down the server."
+    ),
+    spec!(
+        "get",
+        2,
+        READONLY | FAST,
+        KEY1,
+        "string",
+        "1.0.0",
+        Get,
+        "Returns the string value of a key."
+    ),
+    spec!(
+        "set",
+        -3,
+        WRITE | DENYOOM,
+        KEY1,
+        "string",
+        "1.0.0",
+        Set,
+        "Sets the string value of a key, ignoring its type."
+    ),
+    spec!(
+        "setnx",
+        3,
+        WRITE | DENYOOM | FAST,
+        KEY1,
+        "string",
+        "1.0.0",
+        Setnx,
+        "Set the string value of a key only when the key doesn't exist."
+    ),
+    spec!(
+        "setex",
+        4,
+        WRITE | DENYOOM,
+        KEY1,
+        "string",
+        "2.0.0",
+        Setex,
+        "Sets the string value and expiration time of a key."
+    ),
+    spec!(
+        "psetex",
+        4,
+        WRITE | DENYOOM,
+        KEY1,
+        "string",
+        "2.6.0",
+        Psetex,
+        "Sets both string value and expiration time in milliseconds of a key."
+    ),
+    spec!(
+        "getset",
+        3,
+        WRITE | DENYOOM | FAST,
+        KEY1,
+        "string",
+        "1.0.0",
+        Getset,
+        "Returns the previous string value of a key after setting it to a new value."
+    ),
+    spec!(
+        "getdel",
+        2,
+        WRITE | FAST,
+        KEY1,
+        "string",
+        "6.2.0",
+        Getdel,
+        "Returns the string value of a key after deleting the key."
+    ),
+    spec!(
+        "getex",
+        -2,
+        WRITE | FAST,
+        KEY1,
+        "string",
+        "6.2.0",
+        Getex,
+        "Returns the string value of a key after setting its expiration time."
+    ),
+    spec!(
+        "mget",
+        -2,
+        READONLY | FAST,
+        ALLKEYS,
+        "string",
+        "1.0.0",
+        Mget,
+        "Atomically returns the string values of one or more keys."
+    ),
+    spec!(
+        "mset",
+        -3,
+        WRITE | DENYOOM,
+        (1, -1, 2),
+        "string",
+        "1.0.1",
+        Mset,
+        "Atomically creates or modifies the string values of one or more keys."
+    ),
+    spec!(
+        "msetnx",
+        -3,
+        WRITE | DENYOOM,
+        (1, -1, 2),
+        "string",
+        "1.0.1",
+        Msetnx,
+        "Atomically modifies the string values of one or more keys only when all keys don't exist."
+    ),
+    spec!(
+        "append",
+        3,
+        WRITE | DENYOOM | FAST,
+        KEY1,
+        "string",
+        "2.0.0",
+        Append,
+        "Appends a string to the value of a key. Creates the key if it doesn't exist."
+    ),
+    spec!(
+        "strlen",
+        2,
+        READONLY | FAST,
+        KEY1,
+        "string",
+        "2.2.0",
+        Strlen,
+        "Returns the length of a string value."
+    ),
+    spec!(
+        "getrange",
+        4,
+        READONLY,
+        KEY1,
+        "string",
+        "2.4.0",
+        Getrange,
+        "Returns a substring of the string stored at a key."
+    ),
+    spec!(
+        "setrange",
+        4,
+        WRITE | DENYOOM,
+        KEY1,
+        "string",
+        "2.2.0",
+        Setrange,
+        "Overwrites a part of a string value with another by an offset. Creates the key if it doesn't exist."
+    ),
+    spec!(
+        "incr",
+        2,
+        WRITE | DENYOOM | FAST,
+        KEY1,
+        "string",
+        "1.0.0",
+        Incr,
+        "Increments the integer value of a key by one. Uses 0 as initial value if the key doesn't exist."
+    ),
+    spec!(
+        "decr",
+        2,
+        WRITE | DENYOOM | FAST,
+        KEY1,
+        "string",
+        "1.0.0",
+        Decr,
+        "Decrements the integer value of a key by one. Uses 0 as initial value if the key doesn't exist."
+    ),
+    spec!(
+        "incrby",
+        3,
+        WRITE | DENYOOM | FAST,
+        KEY1,
+        "string",
+        "1.0.0",
+        Incrby,
+        "Increments the integer value of a key by a number. Uses 0 as initial value if the key doesn't exist."
+    ),
+    spec!(
+        "decrby",
+        3,
+        WRITE | DENYOOM | FAST,
+        KEY1,
+        "string",
+        "1.0.0",
+        Decrby,
+        "Decrements a number from the integer value of a key. Uses 0 as initial value if the key doesn't exist."
+    ),
+    spec!(
+        "incrbyfloat",
+        3,
+        WRITE | DENYOOM | FAST,
+        KEY1,
+        "string",
+        "2.6.0",
+        Incrbyfloat,
+        "Increment the floating point value of a key by a number. Uses 0 as initial value if the key doesn't exist."
+    ),
+    spec!(
+        "del",
+        -2,
+        WRITE,
+        ALLKEYS,
+        "generic",
+        "1.0.0",
+        Del,
+        "Deletes one or more keys."
+    ),
+    spec!(
+        "unlink",
+        -2,
+        WRITE | FAST,
+        ALLKEYS,
+        "generic",
+        "4.0.0",
+        Unlink,
+        "Asynchronously deletes one or more keys."
+    ),
+    spec!(
+        "exists",
+        -2,
+        READONLY | FAST,
+        ALLKEYS,
+        "generic",
+        "1.0.0",
+        Exists,
+        "Determines whether one or more keys exist."
+    ),
+    spec!(
+        "touch",
+        -2,
+        READONLY | FAST,
+        ALLKEYS,
+        "generic",
+        "3.2.1",
+        Touch,
+        "Returns the number of existing keys out of those specified after updating the time they were last accessed."
+    ),
+    spec!(
+        "type",
+        2,
+        READONLY | FAST,
+        KEY1,
+        "generic",
+        "1.0.0",
+        Type,
+        "Determines the type of value stored at a key."
+    ),
+    spec!(
+        "keys",
+        2,
+        READONLY,
+        NOKEY,
+        "generic",
+        "1.0.0",
+        Keys,
+        "Returns all key names that match a pattern."
+    ),
+    spec!(
+        "scan",
+        -2,
+        READONLY,
+        NOKEY,
+        "generic",
+        "2.8.0",
+        Scan,
+        "Iterates over the key names in the database."
+    ),
+    spec!(
+        "randomkey",
+        1,
+        READONLY,
+        NOKEY,
+        "generic",
+        "1.0.0",
+        Randomkey,
+        "Returns a random key name from the database."
+    ),
+    spec!(
+        "rename",
+        3,
+        WRITE,
+        (1, 2, 1),
+        "generic",
+        "1.0.0",
+        Rename,
+        "Renames a key and overwrites the destination."
+    ),
+    spec!(
+        "renamenx",
+        3,
+        WRITE | FAST,
+        (1, 2, 1),
+        "generic",
+        "1.0.0",
+        Renamenx,
+        "Renames a key only when the target key name doesn't exist."
+    ),
+    spec!(
+        "expire",
+        -3,
+        WRITE | FAST,
+        KEY1,
+        "generic",
+        "1.0.0",
+        Expire,
+        "Sets the expiration time of a key in seconds."
+    ),
+    spec!(
+        "pexpire",
+        -3,
+        WRITE | FAST,
+        KEY1,
+        "generic",
+        "2.6.0",
+        Pexpire,
+        "Sets the expiration time of a key in milliseconds."
+    ),
+    spec!(
+        "expireat",
+        -3,
+        WRITE | FAST,
+        KEY1,
+        "generic",
+        "1.2.0",
+        Expireat,
+        "Sets the expiration time of a key to a Unix timestamp."
+    ),
+    spec!(
+        "pexpireat",
+        -3,
+        WRITE | FAST,
+        KEY1,
+        "generic",
+        "2.6.0",
+        Pexpireat,
+        "Sets the expiration time of a key to a Unix milliseconds timestamp."
+    ),
+    spec!(
+        "expiretime",
+        2,
+        READONLY | FAST,
+        KEY1,
+        "generic",
+        "7.0.0",
+        Expiretime,
+        "Returns the expiration time of a key as a Unix timestamp."
+    ),
+    spec!(
+        "pexpiretime",
+        2,
+        READONLY | FAST,
+        KEY1,
+        "generic",
+        "7.0.0",
+        Pexpiretime,
+        "Returns the expiration time of a key as a Unix milliseconds timestamp."
+    ),
+    spec!(
+        "ttl",
+        2,
+        READONLY | FAST,
+        KEY1,
+        "generic",
+        "1.0.0",
+        Ttl,
+        "Returns the expiration time in seconds of a key."
+    ),
+    spec!(
+        "pttl",
+        2,
+        READONLY | FAST,
+        KEY1,
+        "generic",
+        "2.6.0",
+        Pttl,
+        "Returns the expiration time in milliseconds of a key."
+    ),
+    spec!(
+        "persist",
+        2,
+        WRITE | FAST,
+        KEY1,
+        "generic",
+        "2.2.0",
+        Persist,
+        "Removes the expiration time of a key."
+    ),
 ];
 
 /// Longest command name, for the case-folding buffer.
@@ -308,9 +803,7 @@ async fn run(cmd: Cmd, ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Optio
         Cmd::Decr => strings::incr_by(ctx, &argv[1], -1).await,
         Cmd::Incrby => strings::incr_by(ctx, &argv[1], parse_i64(&argv[2])?).await,
         Cmd::Decrby => {
-            let by = parse_i64(&argv[2])?
-                .checked_neg()
-                .ok_or(CommandError::Overflow)?;
+            let by = parse_i64(&argv[2])?.checked_neg().ok_or(CommandError::Overflow)?;
             strings::incr_by(ctx, &argv[1], by).await
         }
         Cmd::Incrbyfloat => strings::incrbyfloat(ctx, argv).await,
@@ -326,12 +819,8 @@ async fn run(cmd: Cmd, ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Optio
         Cmd::Pexpire => keyspace::expire(ctx, argv, "pexpire", 1, false).await,
         Cmd::Expireat => keyspace::expire(ctx, argv, "expireat", 1000, true).await,
         Cmd::Pexpireat => keyspace::expire(ctx, argv, "pexpireat", 1, true).await,
-        Cmd::Expiretime => {
-            keyspace::ttl(ctx, argv, keyspace::TtlKind::ExpireTime { unit: 1000 }).await
-        }
-        Cmd::Pexpiretime => {
-            keyspace::ttl(ctx, argv, keyspace::TtlKind::ExpireTime { unit: 1 }).await
-        }
+        Cmd::Expiretime => keyspace::ttl(ctx, argv, keyspace::TtlKind::ExpireTime { unit: 1000 }).await,
+        Cmd::Pexpiretime => keyspace::ttl(ctx, argv, keyspace::TtlKind::ExpireTime { unit: 1 }).await,
         Cmd::Ttl => keyspace::ttl(ctx, argv, keyspace::TtlKind::Remaining { unit: 1000 }).await,
         Cmd::Pttl => keyspace::ttl(ctx, argv, keyspace::TtlKind::Remaining { unit: 1 }).await,
         Cmd::Persist => keyspace::persist(ctx, argv).await,
@@ -359,10 +848,7 @@ pub fn parse_i64(arg: &[u8]) -> CommandResult<i64> {
 /// Parses a float as Redis's `string2ld`: no spaces, no NaN.
 pub fn parse_f64(arg: &[u8]) -> CommandResult<f64> {
     let text = std::str::from_utf8(arg).map_err(|_| CommandError::NotFloat)?;
-    if text.is_empty()
-        || text.starts_with(|c: char| c.is_whitespace())
-        || text.ends_with(|c: char| c.is_whitespace())
-    {
+    if text.is_empty() || text.starts_with(|c: char| c.is_whitespace()) || text.ends_with(|c: char| c.is_whitespace()) {
         return Err(CommandError::NotFloat);
     }
     let value: f64 = match text.to_ascii_lowercase().as_str() {

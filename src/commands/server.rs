@@ -37,9 +37,7 @@ fn command_info(spec: &Spec) -> Reply {
 }
 
 fn command_docs(spec: &Spec) -> Reply {
-    let field = |k: &'static [u8], v: &'static str| {
-        (Reply::bulk_static(k), Reply::bulk_static(v.as_bytes()))
-    };
+    let field = |k: &'static [u8], v: &'static str| (Reply::bulk_static(k), Reply::bulk_static(v.as_bytes()));
     Reply::Map(vec![
         field(b"summary", spec.summary),
         field(b"since", spec.since),
@@ -48,9 +46,7 @@ fn command_docs(spec: &Spec) -> Reply {
 }
 
 fn named_specs(names: &[Bytes]) -> impl Iterator<Item = Option<&'static Spec>> + '_ {
-    names
-        .iter()
-        .map(|name| super::lookup(name).map(|i| &COMMANDS[i]))
+    names.iter().map(|name| super::lookup(name).map(|i| &COMMANDS[i]))
 }
 
 const COMMAND_HELP: &[&str] = &[
@@ -78,10 +74,7 @@ pub fn command(_ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
     match sub {
         s if is(s, "count") && rest.is_empty() => Ok(Reply::Int(COMMANDS.len() as i64)),
         s if is(s, "list") && rest.is_empty() => Ok(Reply::Array(
-            COMMANDS
-                .iter()
-                .map(|s| Reply::bulk_static(s.name.as_bytes()))
-                .collect(),
+            COMMANDS.iter().map(|s| Reply::bulk_static(s.name.as_bytes())).collect(),
         )),
         s if is(s, "info") => Ok(Reply::Array(if rest.is_empty() {
             COMMANDS.iter().map(command_info).collect()
@@ -119,11 +112,7 @@ pub fn command(_ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
 fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .nth(1)
-                .and_then(|p| p.parse::<u64>().ok())
-        })
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
         .map_or(0, |pages| pages * 4096)
 }
 
@@ -250,10 +239,7 @@ fn config_params(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
         ("maxclients", settings.maxclients.to_string()),
         ("timeout", settings.timeout.to_string()),
         ("databases", config.server.databases.to_string()),
-        (
-            "proto-max-bulk-len",
-            settings.limits.max_bulk_len.to_string(),
-        ),
+        ("proto-max-bulk-len", settings.limits.max_bulk_len.to_string()),
         (
             "client-query-buffer-limit",
             settings.limits.query_buffer_limit.to_string(),
@@ -291,17 +277,8 @@ pub fn config(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
             let params = config_params(ctx);
             let pairs = params
                 .into_iter()
-                .filter(|(name, _)| {
-                    argv[2..]
-                        .iter()
-                        .any(|p| glob::matches(p, name.as_bytes(), true))
-                })
-                .map(|(name, value)| {
-                    (
-                        Reply::bulk_static(name.as_bytes()),
-                        Reply::bulk_string(value),
-                    )
-                })
+                .filter(|(name, _)| argv[2..].iter().any(|p| glob::matches(p, name.as_bytes(), true)))
+                .map(|(name, value)| (Reply::bulk_static(name.as_bytes()), Reply::bulk_string(value)))
                 .collect();
             Ok(Reply::Map(pairs))
         }
@@ -326,18 +303,12 @@ pub fn config(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
                         .ok_or_else(|| bad("argument couldn't be parsed into an integer"))
                 };
                 match name {
-                    n if is(n, "requirepass") => {
-                        settings.requirepass = String::from_utf8_lossy(value).into_owned()
-                    }
+                    n if is(n, "requirepass") => settings.requirepass = String::from_utf8_lossy(value).into_owned(),
                     n if is(n, "maxclients") => settings.maxclients = number()?.max(1) as usize,
                     n if is(n, "timeout") => settings.timeout = number()? as u64,
-                    n if is(n, "save") => {
-                        settings.save = String::from_utf8_lossy(value).into_owned()
-                    }
+                    n if is(n, "save") => settings.save = String::from_utf8_lossy(value).into_owned(),
                     n if is(n, "appendonly") || is(n, "appendfsync") => {
-                        return Err(bad(
-                            "ringkv sets durability at start (storage.engine, storage.fsync)",
-                        ))
+                        return Err(bad("ringkv sets durability at start (storage.engine, storage.fsync)"))
                     }
                     _ => {
                         return Err(CommandError::Other(format!(
@@ -352,14 +323,7 @@ pub fn config(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
         }
         "resetstat" => {
             let s = &ctx.node.stats;
-            for counter in [
-                &s.commands,
-                &s.connections,
-                &s.rejected,
-                &s.hits,
-                &s.misses,
-                &s.expired,
-            ] {
+            for counter in [&s.commands, &s.connections, &s.rejected, &s.hits, &s.misses, &s.expired] {
                 counter.store(0, Ordering::Relaxed);
             }
             Ok(Reply::Ok)
@@ -416,10 +380,7 @@ pub fn shutdown(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Option<Reply
         if is(arg, "abort") {
             return Err(CommandError::Other("No shutdown in progress.".into()));
         }
-        if !["nosave", "save", "now", "force"]
-            .iter()
-            .any(|o| is(arg, o))
-        {
+        if !["nosave", "save", "now", "force"].iter().any(|o| is(arg, o)) {
             return Err(CommandError::Syntax);
         }
     }

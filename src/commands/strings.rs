@@ -27,12 +27,7 @@ pub fn read_reply(record: Option<&Record>, conflicts: ConflictMode) -> Reply {
         (Some(_), Some(_)) if conflicts == ConflictMode::Lww => {
             Reply::bulk_or_nil(record.lww_winner(now).and_then(|s| s.value.clone()))
         }
-        (Some(_), Some(_)) => Reply::Array(
-            record
-                .live(now)
-                .map(|s| Reply::bulk_or_nil(s.value.clone()))
-                .collect(),
-        ),
+        (Some(_), Some(_)) => Reply::Array(record.live(now).map(|s| Reply::bulk_or_nil(s.value.clone())).collect()),
     }
 }
 
@@ -43,7 +38,7 @@ fn value_of(sibling: &Sibling) -> Bytes {
 /// GET key
 pub async fn get(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
     let record = ctx.node.coordinator.read(ctx.session.db, &argv[1]).await?;
-    let reply = read_reply(record.as_ref(), ctx.node.coordinator.local().conflicts());
+    let reply = read_reply(record.as_deref(), ctx.node.coordinator.local().conflicts());
     let stats = &ctx.node.stats;
     Stats::bump(if reply == Reply::Nil {
         &stats.misses
@@ -141,36 +136,17 @@ pub async fn set(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
         .coordinator
         .update(ctx.session.db, &argv[1], |current| {
             let exists = !matches!(current, Current::Missing);
-            let old = if get {
-                current.value()?.map(value_of)
-            } else {
-                None
-            };
+            let old = if get { current.value()?.map(value_of) } else { None };
             if (nx && exists) || (xx && !exists) {
-                let reply = if get {
-                    Reply::bulk_or_nil(old)
-                } else {
-                    Reply::Nil
-                };
+                let reply = if get { Reply::bulk_or_nil(old) } else { Reply::Nil };
                 return Ok((Mutation::Keep, reply));
             }
-            let keep = if expiry == Expiry::Keep {
-                current.value()?
-            } else {
-                None
-            };
+            let keep = if expiry == Expiry::Keep { current.value()? } else { None };
             let put = Mutation::Put {
                 value,
                 expire_at_ms: expiry.resolve(keep),
             };
-            Ok((
-                put,
-                if get {
-                    Reply::bulk_or_nil(old)
-                } else {
-                    Reply::Ok
-                },
-            ))
+            Ok((put, if get { Reply::bulk_or_nil(old) } else { Reply::Ok }))
         })
         .await
 }
@@ -188,13 +164,7 @@ async fn put(
         .update(ctx.session.db, key, |current| {
             let old = current.value()?;
             let expire_at_ms = expiry.resolve(old);
-            Ok((
-                Mutation::Put {
-                    value,
-                    expire_at_ms,
-                },
-                reply(old.map(value_of)),
-            ))
+            Ok((Mutation::Put { value, expire_at_ms }, reply(old.map(value_of))))
         })
         .await
 }
@@ -221,33 +191,21 @@ pub async fn setnx(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
 pub async fn setex(ctx: &mut Ctx<'_>, argv: &[Bytes], unit: u64) -> CommandResult<Reply> {
     let name = if unit == 1 { "psetex" } else { "setex" };
     let at = expire_at(parse_i64(&argv[2])?, unit, false, name)?;
-    put(ctx, &argv[1], argv[3].clone(), Expiry::At(at), |_| {
-        Reply::Ok
-    })
-    .await
+    put(ctx, &argv[1], argv[3].clone(), Expiry::At(at), |_| Reply::Ok).await
 }
 
 /// GETSET key value
 pub async fn getset(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
-    put(
-        ctx,
-        &argv[1],
-        argv[2].clone(),
-        Expiry::None,
-        Reply::bulk_or_nil,
-    )
-    .await
+    put(ctx, &argv[1], argv[2].clone(), Expiry::None, Reply::bulk_or_nil).await
 }
 
 /// GETDEL key
 pub async fn getdel(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
     ctx.node
         .coordinator
-        .update(ctx.session.db, &argv[1], |current| {
-            match current.value()? {
-                None => Ok((Mutation::Keep, Reply::Nil)),
-                Some(old) => Ok((Mutation::Delete, Reply::Bulk(value_of(old)))),
-            }
+        .update(ctx.session.db, &argv[1], |current| match current.value()? {
+            None => Ok((Mutation::Keep, Reply::Nil)),
+            Some(old) => Ok((Mutation::Delete, Reply::Bulk(value_of(old)))),
         })
         .await
 }
@@ -265,35 +223,25 @@ pub async fn getex(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
                 a if is(a, "pxat") => (1, true),
                 _ => return Err(CommandError::Syntax),
             };
-            Some(Expiry::At(expire_at(
-                parse_i64(&argv[3])?,
-                unit,
-                absolute,
-                "getex",
-            )?))
+            Some(Expiry::At(expire_at(parse_i64(&argv[3])?, unit, absolute, "getex")?))
         }
         _ => return Err(CommandError::Syntax),
     };
     let Some(expiry) = expiry else {
         let record = ctx.node.coordinator.read(ctx.session.db, &argv[1]).await?;
-        return Ok(read_reply(
-            record.as_ref(),
-            ctx.node.coordinator.local().conflicts(),
-        ));
+        return Ok(read_reply(record.as_deref(), ctx.node.coordinator.local().conflicts()));
     };
     ctx.node
         .coordinator
-        .update(ctx.session.db, &argv[1], |current| {
-            match current.value()? {
-                None => Ok((Mutation::Keep, Reply::Nil)),
-                Some(old) => {
-                    let value = value_of(old);
-                    let put = Mutation::Put {
-                        value: value.clone(),
-                        expire_at_ms: expiry.resolve(Some(old)),
-                    };
-                    Ok((put, Reply::Bulk(value)))
-                }
+        .update(ctx.session.db, &argv[1], |current| match current.value()? {
+            None => Ok((Mutation::Keep, Reply::Nil)),
+            Some(old) => {
+                let value = value_of(old);
+                let put = Mutation::Put {
+                    value: value.clone(),
+                    expire_at_ms: expiry.resolve(Some(old)),
+                };
+                Ok((put, Reply::Bulk(value)))
             }
         })
         .await
@@ -305,7 +253,7 @@ pub async fn mget(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
     let mut replies = Vec::with_capacity(argv.len() - 1);
     for key in &argv[1..] {
         let record = ctx.node.coordinator.read(ctx.session.db, key).await?;
-        replies.push(read_reply(record.as_ref(), conflicts));
+        replies.push(read_reply(record.as_deref(), conflicts));
     }
     Ok(Reply::Array(replies))
 }
@@ -322,10 +270,7 @@ pub async fn mset(ctx: &mut Ctx<'_>, argv: &[Bytes], only_new: bool) -> CommandR
         .coordinator
         .update_many(ctx.session.db, &keys, |current| {
             if only_new && current.iter().any(|c| !matches!(c, Current::Missing)) {
-                return Ok((
-                    current.iter().map(|_| Mutation::Keep).collect(),
-                    Reply::Int(0),
-                ));
+                return Ok((current.iter().map(|_| Mutation::Keep).collect(), Reply::Int(0)));
             }
             let puts = values
                 .into_iter()
@@ -381,7 +326,7 @@ pub async fn append(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
 async fn single_value(ctx: &mut Ctx<'_>, key: &[u8]) -> CommandResult<Option<Bytes>> {
     let record = ctx.node.coordinator.read(ctx.session.db, key).await?;
     let conflicts = ctx.node.coordinator.local().conflicts();
-    match read_reply(record.as_ref(), conflicts) {
+    match read_reply(record.as_deref(), conflicts) {
         Reply::Bulk(value) => Ok(Some(value)),
         Reply::Array(values) => Err(CommandError::Conflict(values.len())),
         _ => Ok(None),
@@ -391,9 +336,7 @@ async fn single_value(ctx: &mut Ctx<'_>, key: &[u8]) -> CommandResult<Option<Byt
 /// STRLEN key
 pub async fn strlen(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
     Ok(Reply::Int(
-        single_value(ctx, &argv[1])
-            .await?
-            .map_or(0, |v| v.len() as i64),
+        single_value(ctx, &argv[1]).await?.map_or(0, |v| v.len() as i64),
     ))
 }
 

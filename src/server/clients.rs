@@ -65,12 +65,7 @@ pub struct ClientRegistry {
 
 impl ClientRegistry {
     /// Registers a connection unless `max` clients are already connected.
-    pub fn register(
-        &self,
-        addr: SocketAddr,
-        laddr: SocketAddr,
-        max: usize,
-    ) -> Option<Arc<ClientHandle>> {
+    pub fn register(&self, addr: SocketAddr, laddr: SocketAddr, max: usize) -> Option<Arc<ClientHandle>> {
         let mut clients = self.clients.lock();
         if clients.len() >= max {
             return None;

@@ -13,7 +13,6 @@ use super::clients::ClientHandle;
 use super::parse::RequestParser;
 use super::reply::Reply;
 use crate::commands;
-use crate::config::FsyncMode;
 use crate::node::Node;
 
 /// Per-connection state that commands read and change.
@@ -90,9 +89,12 @@ pub async fn serve(node: Arc<Node>, mut stream: TcpStream, handle: Arc<ClientHan
         }
         if session.wrote {
             session.wrote = false;
-            let durability = node.coordinator.local().durability();
-            if durability.mode() == FsyncMode::Always {
-                durability.wait_durable(durability.last_write()).await;
+            if let Err(e) = node.coordinator.local().durability().before_reply().await {
+                // The writes may not survive a crash: do not acknowledge them.
+                tracing::error!("cannot persist writes: {e}");
+                output.clear();
+                Reply::Error(format!("ERR storage error: {e}")).encode(session.resp, &mut output);
+                session.closing = true;
             }
         }
         if !output.is_empty() {

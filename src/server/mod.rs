@@ -37,9 +37,7 @@ pub async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
         let Some(handle) = node.clients.register(addr, laddr, max) else {
             node.stats.rejected.fetch_add(1, Ordering::Relaxed);
             tokio::spawn(async move {
-                let _ = stream
-                    .write_all(b"-ERR max number of clients reached\r\n")
-                    .await;
+                let _ = stream.write_all(b"-ERR max number of clients reached\r\n").await;
             });
             continue;
         };

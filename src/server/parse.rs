@@ -197,8 +197,7 @@ impl RequestParser {
             if kind != b'$' {
                 return Err(ProtocolError::ExpectedBulk(kind as char));
             }
-            let Some((len, data)) = length_line(buf, scan.pos, ProtocolError::TooBigBulkCount)?
-            else {
+            let Some((len, data)) = length_line(buf, scan.pos, ProtocolError::TooBigBulkCount)? else {
                 return Ok(Scanned::Partial);
             };
             if len < 0 || len as u64 > self.limits.max_bulk_len {
@@ -233,11 +232,7 @@ impl RequestParser {
 
 /// Parses `<kind><integer>\r\n` at `at`: the integer and where the line ends.
 /// `Ok(None)` if the line is not complete yet.
-fn length_line(
-    buf: &[u8],
-    at: usize,
-    too_long: ProtocolError,
-) -> Result<Option<(i64, usize)>, ProtocolError> {
+fn length_line(buf: &[u8], at: usize, too_long: ProtocolError) -> Result<Option<(i64, usize)>, ProtocolError> {
     let rest = &buf[at + 1..];
     let Some(cr) = rest.iter().position(|&b| b == b'\r') else {
         if rest.len() > INLINE_MAX {
@@ -281,10 +276,7 @@ pub fn split_inline(line: &[u8]) -> Result<Vec<Bytes>, ProtocolError> {
                         return Err(ProtocolError::UnbalancedQuotes);
                     };
                     match c {
-                        b'\\'
-                            if line.get(i + 1) == Some(&b'x')
-                                && hex_pair(line.get(i + 2..i + 4)).is_some() =>
-                        {
+                        b'\\' if line.get(i + 1) == Some(&b'x') && hex_pair(line.get(i + 2..i + 4)).is_some() => {
                             arg.extend(hex_pair(line.get(i + 2..i + 4)));
                             i += 4;
                         }
@@ -377,8 +369,7 @@ mod tests {
 
     #[test]
     fn pipelined_multibulk_and_inline() {
-        let reqs = parse_all(b"*1\r\n$4\r\nPING\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\nPING\r\n\r\n")
-            .expect("ok");
+        let reqs = parse_all(b"*1\r\n$4\r\nPING\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\nPING\r\n\r\n").expect("ok");
         assert_eq!(reqs.len(), 4);
         assert_eq!(strs(&reqs[1]), vec![&b"GET"[..], b"k"]);
         assert_eq!(strs(&reqs[2]), vec![&b"PING"[..]]);
@@ -403,22 +394,13 @@ mod tests {
 
     #[test]
     fn redis_errors_for_bad_lengths() {
-        assert_eq!(
-            parse_all(b"*abc\r\n"),
-            Err(ProtocolError::InvalidMultibulkLength)
-        );
-        assert_eq!(
-            parse_all(b"*1\r\n$-5\r\n"),
-            Err(ProtocolError::InvalidBulkLength)
-        );
+        assert_eq!(parse_all(b"*abc\r\n"), Err(ProtocolError::InvalidMultibulkLength));
+        assert_eq!(parse_all(b"*1\r\n$-5\r\n"), Err(ProtocolError::InvalidBulkLength));
         assert_eq!(
             parse_all(b"*1\r\n$99999999999\r\n"),
             Err(ProtocolError::InvalidBulkLength)
         );
-        assert_eq!(
-            parse_all(b"*1\r\n:5\r\n"),
-            Err(ProtocolError::ExpectedBulk(':'))
-        );
+        assert_eq!(parse_all(b"*1\r\n:5\r\n"), Err(ProtocolError::ExpectedBulk(':')));
         assert_eq!(
             parse_all(b"*99999999999\r\n"),
             Err(ProtocolError::InvalidMultibulkLength)
@@ -431,14 +413,8 @@ mod tests {
     fn inline_quoting_like_sdssplitargs() {
         let args = split_inline(br#"set "a b\x41\n" 'it\'s' plain"#).expect("ok");
         assert_eq!(strs(&args), vec![&b"set"[..], b"a bA\n", b"it's", b"plain"]);
-        assert_eq!(
-            split_inline(br#"get "abc"#),
-            Err(ProtocolError::UnbalancedQuotes)
-        );
-        assert_eq!(
-            split_inline(br#"get "a"b"#),
-            Err(ProtocolError::UnbalancedQuotes)
-        );
+        assert_eq!(split_inline(br#"get "abc"#), Err(ProtocolError::UnbalancedQuotes));
+        assert_eq!(split_inline(br#"get "a"b"#), Err(ProtocolError::UnbalancedQuotes));
         assert_eq!(split_inline(b"   ").expect("ok").len(), 0);
     }
 

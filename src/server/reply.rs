@@ -71,10 +71,7 @@ impl Reply {
             Reply::Error(e) => {
                 // An error line must not contain CR/LF.
                 out.put_u8(b'-');
-                out.extend(
-                    e.bytes()
-                        .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
-                );
+                out.extend(e.bytes().map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
                 out.put_slice(b"\r\n");
             }
             Reply::Int(n) => line(out, b':', itoa::Buffer::new().format(*n).as_bytes()),

@@ -1,6 +1,9 @@
-//! The default engine: fjall, an LSM tree with a write-ahead journal. Every
-//! batch reaches the OS before `apply` returns (so it survives `kill -9`); the
-//! fsync policy on top (`always`, `everysec`, `no`) lives in `durability.rs`.
+//! The default engine: fjall, an LSM tree with a write-ahead journal.
+//!
+//! Batches stay in fjall's journal buffer until `flush` hands them to the OS,
+//! which the connection does once per batch of commands, before replying: an
+//! acknowledged write survives `kill -9`, and many clients' writes share one
+//! `write(2)`. The fsync policy on top lives in `durability.rs`.
 
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -22,16 +25,10 @@ pub struct DiskEngine {
 impl DiskEngine {
     /// Opens (or creates) the database in `path` with a block cache of `cache_mb` MiB.
     pub fn open(path: &Path, cache_mb: u64) -> Result<DiskEngine, StorageError> {
-        let db = Database::builder(path)
-            .cache_size(cache_mb * 1024 * 1024)
-            .open()?;
+        let db = Database::builder(path).cache_size(cache_mb * 1024 * 1024).open()?;
         let records = db.keyspace("records", KeyspaceCreateOptions::default)?;
         let expiry = db.keyspace("expiry", KeyspaceCreateOptions::default)?;
-        Ok(DiskEngine {
-            db,
-            records,
-            expiry,
-        })
+        Ok(DiskEngine { db, records, expiry })
     }
 
     fn space(&self, space: Space) -> &Keyspace {
@@ -71,6 +68,11 @@ impl Engine for DiskEngine {
                 break;
             }
         }
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), StorageError> {
+        self.db.persist(PersistMode::Buffer)?;
         Ok(())
     }
 

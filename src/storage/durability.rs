@@ -1,7 +1,7 @@
 //! When acknowledged writes are fsynced, like Redis `appendfsync`.
 //!
-//! Every engine batch reaches the OS before it is acknowledged, so all modes
-//! survive `kill -9`. On top of that:
+//! Every write reaches the OS before it is acknowledged ([`Durability::before_reply`]),
+//! so all modes survive `kill -9`. On top of that:
 //! - `always`: a connection waits, before sending the replies of a batch of
 //!   commands, until a sync that started after its last write has finished. One
 //!   sync thread serves every waiting connection at once (group commit), so the
@@ -69,10 +69,15 @@ impl Durability {
         self.written.load(Ordering::Acquire)
     }
 
-    /// In `always` mode, waits until write `seq` is fsynced; otherwise returns at once.
-    pub async fn wait_durable(&self, seq: u64) {
-        if self.mode != FsyncMode::Always || seq == 0 || *self.synced.borrow() >= seq {
-            return;
+    /// Called before replies to writes are sent: in `always` mode waits until
+    /// everything written so far is fsynced; otherwise hands it to the OS.
+    pub async fn before_reply(&self) -> Result<(), super::StorageError> {
+        if self.mode != FsyncMode::Always {
+            return self.engine.flush();
+        }
+        let seq = self.last_write();
+        if seq == 0 || *self.synced.borrow() >= seq {
+            return Ok(());
         }
         let mut synced = self.synced.subscribe();
         {
@@ -82,6 +87,7 @@ impl Durability {
         }
         // The sender lives as long as self, which the caller borrows.
         let _ = synced.wait_for(|done| *done >= seq).await;
+        Ok(())
     }
 
     /// Syncs everything now (shutdown, SAVE); errors are logged and returned.

@@ -70,9 +70,7 @@ impl Engine for MemoryEngine {
         for op in ops {
             match op {
                 BatchOp::Put(space, key, value) => {
-                    self.map(space, &key)
-                        .write()
-                        .insert(key, Bytes::from(value));
+                    self.map(space, &key).write().insert(key, Bytes::from(value));
                 }
                 BatchOp::Delete(space, key) => {
                     self.map(space, &key).write().remove(&key);
@@ -100,6 +98,10 @@ impl Engine for MemoryEngine {
                 }
             }
         }
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), StorageError> {
         Ok(())
     }
 

@@ -1,0 +1,163 @@
+//! A bounded cache of decoded records in front of the disk engine: hot keys
+//! are served from a hash map instead of the LSM tree's skiplists and blocks,
+//! and without decoding. Misses are cached too, so reads of absent keys are
+//! as cheap as hits.
+//!
+//! Consistency: writers update the cache after the engine, under the key's
+//! lock. Readers fill it only if nothing in the shard changed since they
+//! looked (a per-shard version), so a slow reader can never put back a value
+//! older than one a writer already cached.
+
+use std::sync::Arc;
+
+use ahash::AHashMap;
+use parking_lot::Mutex;
+
+use crate::version::Record;
+
+const SHARDS: usize = 256;
+
+/// Bytes counted per entry on top of key and values (map slot, Arc, vectors).
+const ENTRY_OVERHEAD: usize = 96;
+
+/// What the cache knows about a key.
+pub enum Lookup {
+    /// Cached: the record, or `None` if the key is known to be absent.
+    Hit(Option<Arc<Record>>),
+    /// Not cached; pass the token to [`RecordCache::fill`] after reading the engine.
+    Miss(FillToken),
+}
+
+/// Proof of when a reader missed, so a stale fill is refused.
+pub struct FillToken {
+    shard: usize,
+    version: u64,
+}
+
+#[derive(Default)]
+struct Shard {
+    map: AHashMap<Box<[u8]>, Option<Arc<Record>>>,
+    bytes: usize,
+    version: u64,
+}
+
+/// Sharded map from storage key to decoded record.
+pub struct RecordCache {
+    shards: Box<[Mutex<Shard>]>,
+    budget_per_shard: usize,
+    hasher: ahash::RandomState,
+}
+
+fn cost(key: &[u8], record: &Option<Arc<Record>>) -> usize {
+    let values = record.as_ref().map_or(0, |r| {
+        r.siblings
+            .iter()
+            .map(|s| s.value.as_ref().map_or(0, |v| v.len()) + 48)
+            .sum::<usize>()
+            + r.context.len() * 16
+    });
+    key.len() + values + ENTRY_OVERHEAD
+}
+
+impl RecordCache {
+    /// A cache holding about `budget_bytes` of records.
+    pub fn new(budget_bytes: usize) -> RecordCache {
+        RecordCache {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            budget_per_shard: (budget_bytes / SHARDS).max(1),
+            hasher: ahash::RandomState::new(),
+        }
+    }
+
+    fn shard_of(&self, key: &[u8]) -> usize {
+        (self.hasher.hash_one(key) as usize) % SHARDS
+    }
+
+    /// Looks `key` up.
+    pub fn get(&self, key: &[u8]) -> Lookup {
+        let index = self.shard_of(key);
+        let shard = self.shards[index].lock();
+        match shard.map.get(key) {
+            Some(record) => Lookup::Hit(record.clone()),
+            None => Lookup::Miss(FillToken {
+                shard: index,
+                version: shard.version,
+            }),
+        }
+    }
+
+    /// Caches what a reader found in the engine, unless the shard changed since it missed.
+    pub fn fill(&self, token: FillToken, key: &[u8], record: Option<Arc<Record>>) {
+        let mut shard = self.shards[token.shard].lock();
+        if shard.version == token.version {
+            self.insert(&mut shard, key, record);
+        }
+    }
+
+    /// Records what a writer just stored (`None`: the key was removed).
+    pub fn put(&self, key: &[u8], record: Option<Arc<Record>>) {
+        let mut shard = self.shards[self.shard_of(key)].lock();
+        shard.version += 1;
+        self.insert(&mut shard, key, record);
+    }
+
+    fn insert(&self, shard: &mut Shard, key: &[u8], record: Option<Arc<Record>>) {
+        let added = cost(key, &record);
+        if let Some(old) = shard.map.insert(key.into(), record) {
+            shard.bytes -= cost(key, &old);
+        }
+        shard.bytes += added;
+        if shard.bytes > self.budget_per_shard {
+            // Over budget: drop the whole shard. Crude, but O(1) amortised and
+            // hot keys come back on their next read.
+            shard.map.clear();
+            shard.bytes = 0;
+            shard.version += 1;
+        }
+    }
+
+    /// Forgets everything (FLUSHDB, FLUSHALL).
+    pub fn clear(&self) {
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock();
+            shard.map.clear();
+            shard.bytes = 0;
+            shard.version += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> Option<Arc<Record>> {
+        Some(Arc::new(Record::default()))
+    }
+
+    #[test]
+    fn stale_fill_after_a_write_is_refused() {
+        let cache = RecordCache::new(1 << 20);
+        let Lookup::Miss(token) = cache.get(b"k") else {
+            panic!("empty cache hit")
+        };
+        cache.put(b"k", None); // a writer removed the key meanwhile
+        cache.fill(token, b"k", record()); // the reader's old view
+        assert!(matches!(cache.get(b"k"), Lookup::Hit(None)));
+    }
+
+    #[test]
+    fn fills_and_evicts_within_budget() {
+        let cache = RecordCache::new(SHARDS * 1024);
+        for i in 0..10_000u32 {
+            let key = i.to_be_bytes();
+            if let Lookup::Miss(token) = cache.get(&key) {
+                cache.fill(token, &key, record());
+            }
+        }
+        let cached: usize = cache.shards.iter().map(|s| s.lock().bytes).sum();
+        assert!(cached <= SHARDS * 1024, "{cached} bytes cached");
+        cache.clear();
+        assert!(matches!(cache.get(&0u32.to_be_bytes()), Lookup::Miss(_)));
+    }
+}
