@@ -140,6 +140,8 @@ pub struct StorageConfig {
     pub cache_mb: u64,
     /// Decoded hot records kept in front of the disk engine, in MiB; 0 disables.
     pub record_cache_mb: u64,
+    /// Size of the disk engine's in-memory write buffer before it is flushed, in MiB.
+    pub memtable_mb: u64,
     /// How often the active expiry sweep runs, in milliseconds.
     pub expiry_sweep_ms: u64,
 }
@@ -152,6 +154,7 @@ impl Default for StorageConfig {
             fsync: FsyncMode::Everysec,
             cache_mb: 256,
             record_cache_mb: 256,
+            memtable_mb: 64,
             expiry_sweep_ms: 100,
         }
     }
@@ -250,6 +253,9 @@ pub struct Cli {
     /// Record cache in front of the disk engine, MiB, 0 = off [storage.record_cache_mb].
     #[arg(long)]
     pub record_cache_mb: Option<u64>,
+    /// Disk engine write buffer, MiB [storage.memtable_mb].
+    #[arg(long)]
+    pub memtable_mb: Option<u64>,
     /// Active expiry sweep interval, ms [storage.expiry_sweep_ms].
     #[arg(long)]
     pub expiry_sweep_ms: Option<u64>,
@@ -312,6 +318,7 @@ impl Config {
         set(&mut st.fsync, &cli.fsync);
         set(&mut st.cache_mb, &cli.cache_mb);
         set(&mut st.record_cache_mb, &cli.record_cache_mb);
+        set(&mut st.memtable_mb, &cli.memtable_mb);
         set(&mut st.expiry_sweep_ms, &cli.expiry_sweep_ms);
         let c = &mut self.cluster;
         set(&mut c.node_id, &cli.node_id);
@@ -341,6 +348,9 @@ impl Config {
         }
         if self.server.client_query_buffer_limit < 1024 * 1024 {
             return invalid("server.client_query_buffer_limit", "must be at least 1 MiB");
+        }
+        if self.storage.memtable_mb == 0 {
+            return invalid("storage.memtable_mb", "must be at least 1");
         }
         if self.storage.expiry_sweep_ms == 0 {
             return invalid("storage.expiry_sweep_ms", "must be at least 1");

@@ -59,6 +59,10 @@ impl<'a> Current<'a> {
     }
 }
 
+/// Called for each (slot, user key, record) of a scan; `Break` stops it.
+/// It must not write: engines may hold a read lock while they scan.
+pub type RecordVisitor<'a> = dyn FnMut(u16, &[u8], &Record) -> ControlFlow<()> + Send + 'a;
+
 /// What a read-modify-write decided to do with the key.
 #[derive(Debug)]
 pub enum Mutation {
@@ -280,12 +284,7 @@ impl Replica {
     /// Visits stored records of database `db` from slot `from_slot` on, in
     /// storage order, until `visit` breaks. `visit` gets the slot, the user key
     /// and the record; it must not write (engines may hold a read lock).
-    pub fn scan(
-        &self,
-        db: u8,
-        from_slot: u16,
-        visit: &mut (dyn FnMut(u16, &[u8], &Record) -> ControlFlow<()> + Send),
-    ) -> CommandResult<()> {
+    pub fn scan(&self, db: u8, from_slot: u16, visit: &mut RecordVisitor<'_>) -> CommandResult<()> {
         let start = storage_key(from_slot, 0, b"");
         let mut failure = None;
         self.engine.scan(Space::Records, &start, &mut |stored, bytes| {

@@ -6,11 +6,10 @@
 //! preference list is this node, so each operation runs on the local replica.
 //! The methods are async because with N > 1 they wait for peers.
 
-use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use crate::error::CommandResult;
-use crate::replica::{Current, Mutation, Replica};
+use crate::replica::{Current, Mutation, RecordVisitor, Replica};
 use crate::version::Record;
 
 /// Routes key operations to replicas and collects quorums.
@@ -55,12 +54,7 @@ impl Coordinator {
     }
 
     /// Visits every key of `db` once, in slot order from `from_slot`.
-    pub async fn scan(
-        &self,
-        db: u8,
-        from_slot: u16,
-        visit: &mut (dyn FnMut(u16, &[u8], &Record) -> ControlFlow<()> + Send),
-    ) -> CommandResult<()> {
+    pub async fn scan(&self, db: u8, from_slot: u16, visit: &mut RecordVisitor<'_>) -> CommandResult<()> {
         self.local.scan(db, from_slot, visit)
     }
 

@@ -283,7 +283,7 @@ pub fn config(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
             Ok(Reply::Map(pairs))
         }
         "set" => {
-            if argv.len() < 4 || argv.len() % 2 != 0 {
+            if argv.len() < 4 || !argv.len().is_multiple_of(2) {
                 return Err(arity());
             }
             // Validate every pair first: CONFIG SET is all or nothing.

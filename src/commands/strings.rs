@@ -260,7 +260,7 @@ pub async fn mget(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
 
 /// MSET key value [key value ...] / MSETNX (only if no key exists).
 pub async fn mset(ctx: &mut Ctx<'_>, argv: &[Bytes], only_new: bool) -> CommandResult<Reply> {
-    if argv.len() % 2 == 0 {
+    if argv.len().is_multiple_of(2) {
         let name = if only_new { "msetnx" } else { "mset" };
         return Err(CommandError::WrongArity(name.to_string()));
     }

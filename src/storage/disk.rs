@@ -5,12 +5,11 @@
 //! acknowledged write survives `kill -9`, and many clients' writes share one
 //! `write(2)`. The fsync policy on top lives in `durability.rs`.
 
-use std::ops::ControlFlow;
 use std::path::Path;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
-use super::{BatchOp, Engine, Space, StorageError, Value, KEY_PREFIX_LEN};
+use super::{BatchOp, Engine, Space, StorageError, Value, Visitor, KEY_PREFIX_LEN};
 
 /// fjall's own key size limit.
 const FJALL_MAX_KEY: usize = 65_536;
@@ -23,11 +22,20 @@ pub struct DiskEngine {
 }
 
 impl DiskEngine {
-    /// Opens (or creates) the database in `path` with a block cache of `cache_mb` MiB.
-    pub fn open(path: &Path, cache_mb: u64) -> Result<DiskEngine, StorageError> {
-        let db = Database::builder(path).cache_size(cache_mb * 1024 * 1024).open()?;
-        let records = db.keyspace("records", KeyspaceCreateOptions::default)?;
-        let expiry = db.keyspace("expiry", KeyspaceCreateOptions::default)?;
+    /// Opens (or creates) the database in `path` with a block cache of
+    /// `cache_mb` MiB and memtables of `memtable_mb` MiB.
+    pub fn open(path: &Path, cache_mb: u64, memtable_mb: u64) -> Result<DiskEngine, StorageError> {
+        let db = Database::builder(path)
+            .cache_size(cache_mb * 1024 * 1024)
+            .manual_journal_persist(true)
+            .open()?;
+        let options = || {
+            KeyspaceCreateOptions::default()
+                .manual_journal_persist(true)
+                .max_memtable_size(memtable_mb * 1024 * 1024)
+        };
+        let records = db.keyspace("records", options)?;
+        let expiry = db.keyspace("expiry", options)?;
         Ok(DiskEngine { db, records, expiry })
     }
 
@@ -56,12 +64,7 @@ impl Engine for DiskEngine {
         Ok(())
     }
 
-    fn scan(
-        &self,
-        space: Space,
-        from: &[u8],
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> ControlFlow<()>,
-    ) -> Result<(), StorageError> {
+    fn scan(&self, space: Space, from: &[u8], visit: &mut Visitor<'_>) -> Result<(), StorageError> {
         for guard in self.space(space).range(from..) {
             let (key, value) = guard.into_inner()?;
             if visit(&key, &value).is_break() {

@@ -8,7 +8,7 @@ use std::ops::{Bound, ControlFlow};
 use bytes::Bytes;
 use parking_lot::RwLock;
 
-use super::{BatchOp, Engine, Space, StorageError, Value};
+use super::{BatchOp, Engine, Space, StorageError, Value, Visitor};
 
 /// Shards by the high bits of the slot (the first storage-key byte).
 const SHARDS: usize = 64;
@@ -43,11 +43,7 @@ impl MemoryEngine {
         }
     }
 
-    fn scan_map(
-        map: &RwLock<Map>,
-        from: &[u8],
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> ControlFlow<()>,
-    ) -> ControlFlow<()> {
+    fn scan_map(map: &RwLock<Map>, from: &[u8], visit: &mut Visitor<'_>) -> ControlFlow<()> {
         let guard = map.read();
         for (key, value) in guard.range::<[u8], _>((Bound::Included(from), Bound::Unbounded)) {
             visit(key, value)?;
@@ -80,12 +76,7 @@ impl Engine for MemoryEngine {
         Ok(())
     }
 
-    fn scan(
-        &self,
-        space: Space,
-        from: &[u8],
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> ControlFlow<()>,
-    ) -> Result<(), StorageError> {
+    fn scan(&self, space: Space, from: &[u8], visit: &mut Visitor<'_>) -> Result<(), StorageError> {
         match space {
             Space::Expiry => {
                 let _ = Self::scan_map(&self.expiry, from, visit);

@@ -69,6 +69,9 @@ impl std::ops::Deref for Value {
     }
 }
 
+/// Called for each (key, value) of a scan; `Break` stops it.
+pub type Visitor<'a> = dyn FnMut(&[u8], &[u8]) -> ControlFlow<()> + 'a;
+
 /// What a storage engine must do. Implementations are synchronous and fast
 /// (memtable or block cache on the hot path); callers never hold a lock across
 /// an await while calling them.
@@ -78,12 +81,7 @@ pub trait Engine: Send + Sync + 'static {
     /// Applies all ops atomically: after a crash either all or none are visible.
     fn apply(&self, ops: Vec<BatchOp>) -> Result<(), StorageError>;
     /// Visits keys of `space` in order from `from` (inclusive) until `visit` breaks.
-    fn scan(
-        &self,
-        space: Space,
-        from: &[u8],
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> ControlFlow<()>,
-    ) -> Result<(), StorageError>;
+    fn scan(&self, space: Space, from: &[u8], visit: &mut Visitor<'_>) -> Result<(), StorageError>;
     /// Hands every applied batch to the OS, so it survives the process
     /// dying (not a power loss). Cheap when nothing is pending.
     fn flush(&self) -> Result<(), StorageError>;
@@ -100,7 +98,11 @@ pub trait Engine: Send + Sync + 'static {
 /// Opens the configured engine in `data_dir`.
 pub fn open(config: &StorageConfig, data_dir: &Path) -> Result<Arc<dyn Engine>, StorageError> {
     Ok(match config.engine {
-        EngineKind::Disk => Arc::new(DiskEngine::open(&data_dir.join("store"), config.cache_mb)?),
+        EngineKind::Disk => Arc::new(DiskEngine::open(
+            &data_dir.join("store"),
+            config.cache_mb,
+            config.memtable_mb,
+        )?),
         EngineKind::Memory => Arc::new(MemoryEngine::default()),
     })
 }
@@ -146,7 +148,7 @@ mod tests {
 
     fn engines() -> Vec<(Box<dyn Engine>, Option<tempfile::TempDir>)> {
         let dir = tempfile::tempdir().expect("tempdir");
-        let disk = DiskEngine::open(dir.path(), 8).expect("open disk");
+        let disk = DiskEngine::open(dir.path(), 8, 8).expect("open disk");
         vec![(Box::new(MemoryEngine::default()), None), (Box::new(disk), Some(dir))]
     }
 
