@@ -1,5 +1,6 @@
 //! The `ringkv` binary: parse flags, load the config, run a node.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -15,9 +16,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.server.log_level));
+    // A bare level applies to ringkv; the storage engine only speaks up for warnings.
+    let level = &config.server.log_level;
+    let directives = if level.contains('=') { level.clone() } else { format!("warn,ringkv={level}") };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(directives));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
