@@ -18,7 +18,11 @@ fn main() -> ExitCode {
     };
     // A bare level applies to ringkv; the storage engine only speaks up for warnings.
     let level = &config.server.log_level;
-    let directives = if level.contains('=') { level.clone() } else { format!("warn,ringkv={level}") };
+    let directives = if level.contains('=') {
+        level.clone()
+    } else {
+        format!("warn,ringkv={level}")
+    };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(directives));
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -24,13 +24,25 @@ pub use memory::MemoryEngine;
 pub enum StorageError {
     /// The disk engine failed.
     #[error("{0}")]
-    Fjall(#[from] fjall::Error),
+    Fjall(fjall::Error),
+    /// Another process has the data dir open.
+    #[error("the data dir is in use by another process (is another ringkv running on it?)")]
+    Locked,
     /// A stored record did not decode: the data dir is damaged or foreign.
     #[error("corrupt record")]
     Corrupt,
     /// The key does not fit the engine's key size limit.
     #[error("key too long for the storage engine ({0} bytes max)")]
     KeyTooLong(usize),
+}
+
+impl From<fjall::Error> for StorageError {
+    fn from(e: fjall::Error) -> Self {
+        match e {
+            fjall::Error::Locked => StorageError::Locked,
+            other => StorageError::Fjall(other),
+        }
+    }
 }
 
 /// Which of the engine's two key spaces an operation addresses.
