@@ -255,9 +255,8 @@ impl Replica {
             Mutation::Delete => (None, Some(now + self.tombstone_grace_ms)),
         };
         let previous_expiry = record.next_expiry();
-        let context = record.context.clone();
         record
-            .write(self.actor, &context, value, expire_at_ms, now)
+            .supersede(self.actor, value, expire_at_ms, now)
             .map_err(|WriteError::TooManySiblings| CommandError::TooManySiblings(MAX_SIBLINGS))?;
         let next_expiry = record.next_expiry();
         if previous_expiry != next_expiry {

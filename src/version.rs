@@ -311,6 +311,35 @@ impl Record {
         Ok(dot)
     }
 
+    /// A write that supersedes everything this copy holds (a plain SET or
+    /// DEL): the same as [`Record::write`] with `ctx = self.context`, without
+    /// copying the context. Every sibling's dot is covered by the record's own
+    /// context, so none survives.
+    pub fn supersede(
+        &mut self,
+        actor: ActorId,
+        value: Option<Bytes>,
+        expire_at_ms: Option<u64>,
+        now_ms: u64,
+    ) -> Result<Dot, WriteError> {
+        let counter = self
+            .context
+            .get(actor)
+            .checked_add(1)
+            .ok_or(WriteError::TooManySiblings)?
+            .max(now_ms.saturating_mul(1000));
+        let dot = Dot { actor, counter };
+        self.context.add(dot);
+        self.siblings.clear();
+        self.siblings.push(Sibling {
+            dot,
+            timestamp_ms: now_ms,
+            value,
+            expire_at_ms,
+        });
+        Ok(dot)
+    }
+
     /// Merges another replica's copy into this one (replication, read repair,
     /// anti-entropy, hinted handoff).
     ///
@@ -522,6 +551,26 @@ mod tests {
         assert_eq!(r.siblings.len(), 1);
         assert!(r.context.covers(d2));
         assert_invariants(&r);
+    }
+
+    #[test]
+    fn supersede_equals_write_with_own_context() {
+        let mut conflicted = Record::default();
+        conflicted
+            .write(A, &VersionVector::default(), val("a"), None, 1)
+            .unwrap();
+        conflicted
+            .write(B, &VersionVector::default(), val("b"), Some(9), 1)
+            .unwrap();
+        assert_eq!(conflicted.siblings.len(), 2);
+        let mut by_write = conflicted.clone();
+        let mut by_supersede = conflicted.clone();
+        let ctx = by_write.context.clone();
+        let d1 = by_write.write(A, &ctx, val("c"), None, 5).unwrap();
+        let d2 = by_supersede.supersede(A, val("c"), None, 5).unwrap();
+        assert_eq!(d1, d2);
+        assert_eq!(by_write, by_supersede);
+        assert_invariants(&by_supersede);
     }
 
     #[test]
