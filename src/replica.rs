@@ -63,6 +63,15 @@ impl<'a> Current<'a> {
 /// It must not write: engines may hold a read lock while they scan.
 pub type RecordVisitor<'a> = dyn FnMut(u16, &[u8], &Record) -> ControlFlow<()> + Send + 'a;
 
+/// What one round of the expiry sweep did.
+#[derive(Debug, Clone, Copy)]
+pub struct Swept {
+    /// Expiry-index entries handled: a full round means more may be due.
+    pub handled: usize,
+    /// Keys whose value expired and was removed (INFO `expired_keys`).
+    pub expired: u64,
+}
+
 /// What a read-modify-write decided to do with the key.
 #[derive(Debug)]
 pub enum Mutation {
@@ -169,6 +178,10 @@ impl Replica {
 
     /// The record of `key`, if stored (possibly holding only tombstones or expired values).
     pub fn read(&self, db: u8, key: &[u8]) -> CommandResult<Option<Arc<Record>>> {
+        if key.len() > self.engine.max_key_len() {
+            // It cannot have been stored, so it does not exist.
+            return Ok(None);
+        }
         let stored = self.stored_key(db, key)?;
         Ok(self.load(&stored)?)
     }
@@ -344,9 +357,9 @@ impl Replica {
     }
 
     /// One round of the active expiry sweep: drops what expired by now from up
-    /// to `limit` due records. Returns how many index entries it handled, so
-    /// the caller can run again at once when the round was full.
-    pub fn sweep_expired(&self, limit: usize) -> CommandResult<usize> {
+    /// to `limit` due records (values past their TTL, tombstones past their
+    /// grace period).
+    pub fn sweep_expired(&self, limit: usize) -> CommandResult<Swept> {
         let now = now_ms();
         let mut due: Vec<(u64, Vec<u8>)> = Vec::new();
         self.engine.scan(
@@ -360,20 +373,26 @@ impl Replica {
                 _ => ControlFlow::Break(()),
             },
         )?;
+        let mut expired = 0;
         for (at, stored) in &due {
             let _guard = self.locks[Self::stripe(stored)].lock();
             let mut ops = vec![BatchOp::Delete(Space::Expiry, expiry_key(*at, stored))];
             let mut cached = None;
             if let Some(mut record) = self.load(stored)?.map(Arc::unwrap_or_clone) {
-                let before = record.siblings.len();
-                if record.prune(now) {
+                let values = |r: &Record| r.siblings.iter().filter(|s| s.value.is_some()).count();
+                let (siblings, values_before) = (record.siblings.len(), values(&record));
+                let empty = record.prune(now);
+                if values(&record) == 0 && values_before > 0 {
+                    expired += 1;
+                }
+                if empty {
                     ops.push(BatchOp::Delete(Space::Records, stored.clone()));
                     cached = Some(None);
                 } else {
                     if let Some(next) = record.next_expiry() {
                         ops.push(BatchOp::Put(Space::Expiry, expiry_key(next, stored), Vec::new()));
                     }
-                    if record.siblings.len() != before {
+                    if record.siblings.len() != siblings {
                         ops.push(BatchOp::Put(Space::Records, stored.clone(), record.encode()));
                         cached = Some(Some(record));
                     }
@@ -384,6 +403,9 @@ impl Replica {
                 self.cache_put(stored, record);
             }
         }
-        Ok(due.len())
+        Ok(Swept {
+            handled: due.len(),
+            expired,
+        })
     }
 }

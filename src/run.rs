@@ -104,9 +104,9 @@ async fn expiry_sweep(node: Arc<Node>, every: Duration) {
         // Bounded rounds per tick, so a mass expiry cannot starve clients.
         for _ in 0..16 {
             match node.coordinator.local().sweep_expired(SWEEP_BATCH) {
-                Ok(done) => {
-                    node.stats.expired.fetch_add(done as u64, Ordering::Relaxed);
-                    if done < SWEEP_BATCH {
+                Ok(swept) => {
+                    node.stats.expired.fetch_add(swept.expired, Ordering::Relaxed);
+                    if swept.handled < SWEEP_BATCH {
                         break;
                     }
                 }

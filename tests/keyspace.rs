@@ -486,7 +486,6 @@ fn active_expiry_follows_later_changes_to_the_expiry() {
 }
 
 #[test]
-#[ignore = "BUG: INFO stats expired_keys also counts deleted keys (their tombstones, purged by the expiry sweep)"]
 fn expired_keys_stat_counts_only_expired_keys() {
     let server = Server::start(&["--expiry-sweep-ms", "10"]);
     let mut raw = server.raw();

@@ -325,7 +325,6 @@ fn too_big_length_lines_close_the_connection() {
 }
 
 #[test]
-#[ignore = "BUG: a negative multibulk count (*-5) is a protocol error instead of an empty request as in Redis"]
 fn negative_multibulk_count_is_an_empty_request() {
     let server = Server::start(&[]);
     let mut raw = server.raw();

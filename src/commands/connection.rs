@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
-use super::{is, parse_i64, Ctx, COMMANDS};
+use super::{command_name, is, parse_i64, Ctx};
 use crate::clock::now_ms;
 use crate::error::{CommandError, CommandResult};
 use crate::server::clients::ClientHandle;
@@ -146,9 +146,7 @@ fn valid_name(name: &[u8]) -> CommandResult<String> {
 fn client_line(client: &ClientHandle, out: &mut String) {
     let now = now_ms();
     let names = client.names.lock().clone();
-    let cmd = COMMANDS
-        .get(client.last_cmd.load(Ordering::Relaxed))
-        .map_or("NULL", |spec| spec.name);
+    let cmd = command_name(client.last_cmd.load(Ordering::Relaxed));
     let _ = writeln!(
         out,
         "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags=N db={} sub=0 psub=0 ssub=0 multi=-1 \

@@ -154,558 +154,104 @@ const KEY1: (i32, i32, i32) = (1, 1, 1);
 const ALLKEYS: (i32, i32, i32) = (1, -1, 1);
 
 /// Every command ringkv answers. Anything else gets the unknown-command error.
+#[rustfmt::skip]
 pub static COMMANDS: &[Spec] = &[
-    spec!(
-        "ping",
-        -1,
-        FAST | STALE,
-        NOKEY,
-        "connection",
-        "1.0.0",
-        Ping,
-        "Returns the server's liveliness response."
-    ),
-    spec!(
-        "echo",
-        2,
-        FAST,
-        NOKEY,
-        "connection",
-        "1.0.0",
-        Echo,
-        "Returns the given string."
-    ),
-    spec!(
-        "quit",
-        -1,
-        FAST | NO_AUTH | STALE,
-        NOKEY,
-        "connection",
-        "1.0.0",
-        Quit,
-        "Closes the connection."
-    ),
-    spec!(
-        "reset",
-        1,
-        FAST | NO_AUTH | STALE,
-        NOKEY,
-        "connection",
-        "6.2.0",
-        Reset,
-        "Resets the connection."
-    ),
-    spec!(
-        "hello",
-        -1,
-        FAST | NO_AUTH | STALE,
-        NOKEY,
-        "connection",
-        "6.0.0",
-        Hello,
-        "Handshakes with the Redis server."
-    ),
-    spec!(
-        "auth",
-        -2,
-        FAST | NO_AUTH | STALE,
-        NOKEY,
-        "connection",
-        "1.0.0",
-        Auth,
-        "Authenticates the connection."
-    ),
-    spec!(
-        "select",
-        2,
-        FAST | STALE,
-        NOKEY,
-        "connection",
-        "1.0.0",
-        Select,
-        "Changes the selected database."
-    ),
-    spec!(
-        "client",
-        -2,
-        STALE,
-        NOKEY,
-        "connection",
-        "2.4.0",
-        Client,
-        "A container for client connection commands."
-    ),
-    spec!(
-        "command",
-        -1,
-        STALE,
-        NOKEY,
-        "server",
-        "2.8.13",
-        Command,
-        "Returns detailed information about all commands."
-    ),
-    spec!(
-        "info",
-        -1,
-        STALE,
-        NOKEY,
-        "server",
-        "1.0.0",
-        Info,
-        "Returns information and statistics about the server."
-    ),
-    spec!(
-        "config",
-        -2,
-        ADMIN | STALE,
-        NOKEY,
-        "server",
-        "2.0.0",
-        Config,
-        "A container for server configuration commands."
-    ),
-    spec!(
-        "dbsize",
-        1,
-        READONLY,
-        NOKEY,
-        "server",
-        "1.0.0",
-        Dbsize,
-        "Returns the number of keys in the database."
-    ),
-    spec!(
-        "flushdb",
-        -1,
-        WRITE,
-        NOKEY,
-        "server",
-        "1.0.0",
-        Flushdb,
-        "Removes all keys from the current database."
-    ),
-    spec!(
-        "flushall",
-        -1,
-        WRITE,
-        NOKEY,
-        "server",
-        "1.0.0",
-        Flushall,
-        "Removes all keys from all databases."
-    ),
-    spec!(
-        "time",
-        1,
-        FAST | STALE,
-        NOKEY,
-        "server",
-        "2.6.0",
-        Time,
-        "Returns the server time."
-    ),
-    spec!(
-        "shutdown",
-        -1,
-        ADMIN | NO_AUTH | STALE,
-        NOKEY,
-        "server",
-        "1.0.0",
-        Shutdown,
-        "Synchronously saves the database(s) to disk and shuts down the server."
-    ),
-    spec!(
-        "get",
-        2,
-        READONLY | FAST,
-        KEY1,
-        "string",
-        "1.0.0",
-        Get,
-        "Returns the string value of a key."
-    ),
-    spec!(
-        "set",
-        -3,
-        WRITE | DENYOOM,
-        KEY1,
-        "string",
-        "1.0.0",
-        Set,
-        "Sets the string value of a key, ignoring its type."
-    ),
-    spec!(
-        "setnx",
-        3,
-        WRITE | DENYOOM | FAST,
-        KEY1,
-        "string",
-        "1.0.0",
-        Setnx,
-        "Set the string value of a key only when the key doesn't exist."
-    ),
-    spec!(
-        "setex",
-        4,
-        WRITE | DENYOOM,
-        KEY1,
-        "string",
-        "2.0.0",
-        Setex,
-        "Sets the string value and expiration time of a key."
-    ),
-    spec!(
-        "psetex",
-        4,
-        WRITE | DENYOOM,
-        KEY1,
-        "string",
-        "2.6.0",
-        Psetex,
-        "Sets both string value and expiration time in milliseconds of a key."
-    ),
-    spec!(
-        "getset",
-        3,
-        WRITE | DENYOOM | FAST,
-        KEY1,
-        "string",
-        "1.0.0",
-        Getset,
-        "Returns the previous string value of a key after setting it to a new value."
-    ),
-    spec!(
-        "getdel",
-        2,
-        WRITE | FAST,
-        KEY1,
-        "string",
-        "6.2.0",
-        Getdel,
-        "Returns the string value of a key after deleting the key."
-    ),
-    spec!(
-        "getex",
-        -2,
-        WRITE | FAST,
-        KEY1,
-        "string",
-        "6.2.0",
-        Getex,
-        "Returns the string value of a key after setting its expiration time."
-    ),
-    spec!(
-        "mget",
-        -2,
-        READONLY | FAST,
-        ALLKEYS,
-        "string",
-        "1.0.0",
-        Mget,
-        "Atomically returns the string values of one or more keys."
-    ),
-    spec!(
-        "mset",
-        -3,
-        WRITE | DENYOOM,
-        (1, -1, 2),
-        "string",
-        "1.0.1",
-        Mset,
-        "Atomically creates or modifies the string values of one or more keys."
-    ),
-    spec!(
-        "msetnx",
-        -3,
-        WRITE | DENYOOM,
-        (1, -1, 2),
-        "string",
-        "1.0.1",
-        Msetnx,
-        "Atomically modifies the string values of one or more keys only when all keys don't exist."
-    ),
-    spec!(
-        "append",
-        3,
-        WRITE | DENYOOM | FAST,
-        KEY1,
-        "string",
-        "2.0.0",
-        Append,
-        "Appends a string to the value of a key. Creates the key if it doesn't exist."
-    ),
-    spec!(
-        "strlen",
-        2,
-        READONLY | FAST,
-        KEY1,
-        "string",
-        "2.2.0",
-        Strlen,
-        "Returns the length of a string value."
-    ),
-    spec!(
-        "getrange",
-        4,
-        READONLY,
-        KEY1,
-        "string",
-        "2.4.0",
-        Getrange,
-        "Returns a substring of the string stored at a key."
-    ),
-    spec!(
-        "setrange",
-        4,
-        WRITE | DENYOOM,
-        KEY1,
-        "string",
-        "2.2.0",
-        Setrange,
-        "Overwrites a part of a string value with another by an offset. Creates the key if it doesn't exist."
-    ),
-    spec!(
-        "incr",
-        2,
-        WRITE | DENYOOM | FAST,
-        KEY1,
-        "string",
-        "1.0.0",
-        Incr,
-        "Increments the integer value of a key by one. Uses 0 as initial value if the key doesn't exist."
-    ),
-    spec!(
-        "decr",
-        2,
-        WRITE | DENYOOM | FAST,
-        KEY1,
-        "string",
-        "1.0.0",
-        Decr,
-        "Decrements the integer value of a key by one. Uses 0 as initial value if the key doesn't exist."
-    ),
-    spec!(
-        "incrby",
-        3,
-        WRITE | DENYOOM | FAST,
-        KEY1,
-        "string",
-        "1.0.0",
-        Incrby,
-        "Increments the integer value of a key by a number. Uses 0 as initial value if the key doesn't exist."
-    ),
-    spec!(
-        "decrby",
-        3,
-        WRITE | DENYOOM | FAST,
-        KEY1,
-        "string",
-        "1.0.0",
-        Decrby,
-        "Decrements a number from the integer value of a key. Uses 0 as initial value if the key doesn't exist."
-    ),
-    spec!(
-        "incrbyfloat",
-        3,
-        WRITE | DENYOOM | FAST,
-        KEY1,
-        "string",
-        "2.6.0",
-        Incrbyfloat,
-        "Increment the floating point value of a key by a number. Uses 0 as initial value if the key doesn't exist."
-    ),
-    spec!(
-        "del",
-        -2,
-        WRITE,
-        ALLKEYS,
-        "generic",
-        "1.0.0",
-        Del,
-        "Deletes one or more keys."
-    ),
-    spec!(
-        "unlink",
-        -2,
-        WRITE | FAST,
-        ALLKEYS,
-        "generic",
-        "4.0.0",
-        Unlink,
-        "Asynchronously deletes one or more keys."
-    ),
-    spec!(
-        "exists",
-        -2,
-        READONLY | FAST,
-        ALLKEYS,
-        "generic",
-        "1.0.0",
-        Exists,
-        "Determines whether one or more keys exist."
-    ),
-    spec!(
-        "touch",
-        -2,
-        READONLY | FAST,
-        ALLKEYS,
-        "generic",
-        "3.2.1",
-        Touch,
-        "Returns the number of existing keys out of those specified after updating the time they were last accessed."
-    ),
-    spec!(
-        "type",
-        2,
-        READONLY | FAST,
-        KEY1,
-        "generic",
-        "1.0.0",
-        Type,
-        "Determines the type of value stored at a key."
-    ),
-    spec!(
-        "keys",
-        2,
-        READONLY,
-        NOKEY,
-        "generic",
-        "1.0.0",
-        Keys,
-        "Returns all key names that match a pattern."
-    ),
-    spec!(
-        "scan",
-        -2,
-        READONLY,
-        NOKEY,
-        "generic",
-        "2.8.0",
-        Scan,
-        "Iterates over the key names in the database."
-    ),
-    spec!(
-        "randomkey",
-        1,
-        READONLY,
-        NOKEY,
-        "generic",
-        "1.0.0",
-        Randomkey,
-        "Returns a random key name from the database."
-    ),
-    spec!(
-        "rename",
-        3,
-        WRITE,
-        (1, 2, 1),
-        "generic",
-        "1.0.0",
-        Rename,
-        "Renames a key and overwrites the destination."
-    ),
-    spec!(
-        "renamenx",
-        3,
-        WRITE | FAST,
-        (1, 2, 1),
-        "generic",
-        "1.0.0",
-        Renamenx,
-        "Renames a key only when the target key name doesn't exist."
-    ),
-    spec!(
-        "expire",
-        -3,
-        WRITE | FAST,
-        KEY1,
-        "generic",
-        "1.0.0",
-        Expire,
-        "Sets the expiration time of a key in seconds."
-    ),
-    spec!(
-        "pexpire",
-        -3,
-        WRITE | FAST,
-        KEY1,
-        "generic",
-        "2.6.0",
-        Pexpire,
-        "Sets the expiration time of a key in milliseconds."
-    ),
-    spec!(
-        "expireat",
-        -3,
-        WRITE | FAST,
-        KEY1,
-        "generic",
-        "1.2.0",
-        Expireat,
-        "Sets the expiration time of a key to a Unix timestamp."
-    ),
-    spec!(
-        "pexpireat",
-        -3,
-        WRITE | FAST,
-        KEY1,
-        "generic",
-        "2.6.0",
-        Pexpireat,
-        "Sets the expiration time of a key to a Unix milliseconds timestamp."
-    ),
-    spec!(
-        "expiretime",
-        2,
-        READONLY | FAST,
-        KEY1,
-        "generic",
-        "7.0.0",
-        Expiretime,
-        "Returns the expiration time of a key as a Unix timestamp."
-    ),
-    spec!(
-        "pexpiretime",
-        2,
-        READONLY | FAST,
-        KEY1,
-        "generic",
-        "7.0.0",
-        Pexpiretime,
-        "Returns the expiration time of a key as a Unix milliseconds timestamp."
-    ),
-    spec!(
-        "ttl",
-        2,
-        READONLY | FAST,
-        KEY1,
-        "generic",
-        "1.0.0",
-        Ttl,
-        "Returns the expiration time in seconds of a key."
-    ),
-    spec!(
-        "pttl",
-        2,
-        READONLY | FAST,
-        KEY1,
-        "generic",
-        "2.6.0",
-        Pttl,
-        "Returns the expiration time in milliseconds of a key."
-    ),
-    spec!(
-        "persist",
-        2,
-        WRITE | FAST,
-        KEY1,
-        "generic",
-        "2.2.0",
-        Persist,
-        "Removes the expiration time of a key."
-    ),
+    spec!("ping", -1, FAST | STALE, NOKEY, "connection", "1.0.0", Ping, "Returns the server's liveliness response."),
+    spec!("echo", 2, FAST, NOKEY, "connection", "1.0.0", Echo, "Returns the given string."),
+    spec!("quit", -1, FAST | NO_AUTH | STALE, NOKEY, "connection", "1.0.0", Quit, "Closes the connection."),
+    spec!("reset", 1, FAST | NO_AUTH | STALE, NOKEY, "connection", "6.2.0", Reset, "Resets the connection."),
+    spec!("hello", -1, FAST | NO_AUTH | STALE, NOKEY, "connection", "6.0.0", Hello, "Handshakes with the Redis server."),
+    spec!("auth", -2, FAST | NO_AUTH | STALE, NOKEY, "connection", "1.0.0", Auth, "Authenticates the connection."),
+    spec!("select", 2, FAST | STALE, NOKEY, "connection", "1.0.0", Select, "Changes the selected database."),
+    spec!("client", -2, STALE, NOKEY, "connection", "2.4.0", Client, "A container for client connection commands."),
+    spec!("command", -1, STALE, NOKEY, "server", "2.8.13", Command, "Returns detailed information about all commands."),
+    spec!("info", -1, STALE, NOKEY, "server", "1.0.0", Info, "Returns information and statistics about the server."),
+    spec!("config", -2, ADMIN | STALE, NOKEY, "server", "2.0.0", Config, "A container for server configuration commands."),
+    spec!("dbsize", 1, READONLY, NOKEY, "server", "1.0.0", Dbsize, "Returns the number of keys in the database."),
+    spec!("flushdb", -1, WRITE, NOKEY, "server", "1.0.0", Flushdb, "Removes all keys from the current database."),
+    spec!("flushall", -1, WRITE, NOKEY, "server", "1.0.0", Flushall, "Removes all keys from all databases."),
+    spec!("time", 1, FAST | STALE, NOKEY, "server", "2.6.0", Time, "Returns the server time."),
+    spec!("shutdown", -1, ADMIN | STALE, NOKEY, "server", "1.0.0", Shutdown, "Synchronously saves the database(s) to disk and shuts down the server."),
+    spec!("get", 2, READONLY | FAST, KEY1, "string", "1.0.0", Get, "Returns the string value of a key."),
+    spec!("set", -3, WRITE | DENYOOM, KEY1, "string", "1.0.0", Set, "Sets the string value of a key, ignoring its type."),
+    spec!("setnx", 3, WRITE | DENYOOM | FAST, KEY1, "string", "1.0.0", Setnx, "Set the string value of a key only when the key doesn't exist."),
+    spec!("setex", 4, WRITE | DENYOOM, KEY1, "string", "2.0.0", Setex, "Sets the string value and expiration time of a key."),
+    spec!("psetex", 4, WRITE | DENYOOM, KEY1, "string", "2.6.0", Psetex, "Sets both string value and expiration time in milliseconds of a key."),
+    spec!("getset", 3, WRITE | DENYOOM | FAST, KEY1, "string", "1.0.0", Getset, "Returns the previous string value of a key after setting it to a new value."),
+    spec!("getdel", 2, WRITE | FAST, KEY1, "string", "6.2.0", Getdel, "Returns the string value of a key after deleting the key."),
+    spec!("getex", -2, WRITE | FAST, KEY1, "string", "6.2.0", Getex, "Returns the string value of a key after setting its expiration time."),
+    spec!("mget", -2, READONLY | FAST, ALLKEYS, "string", "1.0.0", Mget, "Atomically returns the string values of one or more keys."),
+    spec!("mset", -3, WRITE | DENYOOM, (1, -1, 2), "string", "1.0.1", Mset, "Atomically creates or modifies the string values of one or more keys."),
+    spec!("msetnx", -3, WRITE | DENYOOM, (1, -1, 2), "string", "1.0.1", Msetnx, "Atomically modifies the string values of one or more keys only when all keys don't exist."),
+    spec!("append", 3, WRITE | DENYOOM | FAST, KEY1, "string", "2.0.0", Append, "Appends a string to the value of a key. Creates the key if it doesn't exist."),
+    spec!("strlen", 2, READONLY | FAST, KEY1, "string", "2.2.0", Strlen, "Returns the length of a string value."),
+    spec!("getrange", 4, READONLY, KEY1, "string", "2.4.0", Getrange, "Returns a substring of the string stored at a key."),
+    spec!("setrange", 4, WRITE | DENYOOM, KEY1, "string", "2.2.0", Setrange, "Overwrites a part of a string value with another by an offset. Creates the key if it doesn't exist."),
+    spec!("incr", 2, WRITE | DENYOOM | FAST, KEY1, "string", "1.0.0", Incr, "Increments the integer value of a key by one. Uses 0 as initial value if the key doesn't exist."),
+    spec!("decr", 2, WRITE | DENYOOM | FAST, KEY1, "string", "1.0.0", Decr, "Decrements the integer value of a key by one. Uses 0 as initial value if the key doesn't exist."),
+    spec!("incrby", 3, WRITE | DENYOOM | FAST, KEY1, "string", "1.0.0", Incrby, "Increments the integer value of a key by a number. Uses 0 as initial value if the key doesn't exist."),
+    spec!("decrby", 3, WRITE | DENYOOM | FAST, KEY1, "string", "1.0.0", Decrby, "Decrements a number from the integer value of a key. Uses 0 as initial value if the key doesn't exist."),
+    spec!("incrbyfloat", 3, WRITE | DENYOOM | FAST, KEY1, "string", "2.6.0", Incrbyfloat, "Increment the floating point value of a key by a number. Uses 0 as initial value if the key doesn't exist."),
+    spec!("del", -2, WRITE, ALLKEYS, "generic", "1.0.0", Del, "Deletes one or more keys."),
+    spec!("unlink", -2, WRITE | FAST, ALLKEYS, "generic", "4.0.0", Unlink, "Asynchronously deletes one or more keys."),
+    spec!("exists", -2, READONLY | FAST, ALLKEYS, "generic", "1.0.0", Exists, "Determines whether one or more keys exist."),
+    spec!("touch", -2, READONLY | FAST, ALLKEYS, "generic", "3.2.1", Touch, "Returns the number of existing keys out of those specified after updating the time they were last accessed."),
+    spec!("type", 2, READONLY | FAST, KEY1, "generic", "1.0.0", Type, "Determines the type of value stored at a key."),
+    spec!("keys", 2, READONLY, NOKEY, "generic", "1.0.0", Keys, "Returns all key names that match a pattern."),
+    spec!("scan", -2, READONLY, NOKEY, "generic", "2.8.0", Scan, "Iterates over the key names in the database."),
+    spec!("randomkey", 1, READONLY, NOKEY, "generic", "1.0.0", Randomkey, "Returns a random key name from the database."),
+    spec!("rename", 3, WRITE, (1, 2, 1), "generic", "1.0.0", Rename, "Renames a key and overwrites the destination."),
+    spec!("renamenx", 3, WRITE | FAST, (1, 2, 1), "generic", "1.0.0", Renamenx, "Renames a key only when the target key name doesn't exist."),
+    spec!("expire", -3, WRITE | FAST, KEY1, "generic", "1.0.0", Expire, "Sets the expiration time of a key in seconds."),
+    spec!("pexpire", -3, WRITE | FAST, KEY1, "generic", "2.6.0", Pexpire, "Sets the expiration time of a key in milliseconds."),
+    spec!("expireat", -3, WRITE | FAST, KEY1, "generic", "1.2.0", Expireat, "Sets the expiration time of a key to a Unix timestamp."),
+    spec!("pexpireat", -3, WRITE | FAST, KEY1, "generic", "2.6.0", Pexpireat, "Sets the expiration time of a key to a Unix milliseconds timestamp."),
+    spec!("expiretime", 2, READONLY | FAST, KEY1, "generic", "7.0.0", Expiretime, "Returns the expiration time of a key as a Unix timestamp."),
+    spec!("pexpiretime", 2, READONLY | FAST, KEY1, "generic", "7.0.0", Pexpiretime, "Returns the expiration time of a key as a Unix milliseconds timestamp."),
+    spec!("ttl", 2, READONLY | FAST, KEY1, "generic", "1.0.0", Ttl, "Returns the expiration time in seconds of a key."),
+    spec!("pttl", 2, READONLY | FAST, KEY1, "generic", "2.6.0", Pttl, "Returns the expiration time in milliseconds of a key."),
+    spec!("persist", 2, WRITE | FAST, KEY1, "generic", "2.2.0", Persist, "Removes the expiration time of a key."),
 ];
+
+/// Subcommands of container commands, as CLIENT LIST's `cmd=` shows them.
+/// A client's last command is an index into COMMANDS, or past its end into this.
+static SUBCOMMANDS: &[&str] = &[
+    "client|id",
+    "client|setname",
+    "client|getname",
+    "client|setinfo",
+    "client|info",
+    "client|list",
+    "client|help",
+    "config|get",
+    "config|set",
+    "config|resetstat",
+    "config|help",
+    "command|count",
+    "command|list",
+    "command|info",
+    "command|docs",
+    "command|help",
+];
+
+/// The last-command index for `spec`'s subcommand `sub`, if it has one.
+fn subcommand(spec: &Spec, sub: &[u8]) -> Option<usize> {
+    if !matches!(spec.cmd, Cmd::Client | Cmd::Config | Cmd::Command) {
+        return None;
+    }
+    SUBCOMMANDS
+        .iter()
+        .position(|full| full.split_once('|').is_some_and(|(c, s)| c == spec.name && is(sub, s)))
+        .map(|i| COMMANDS.len() + i)
+}
+
+/// The name CLIENT LIST shows for a last-command index.
+pub fn command_name(index: usize) -> &'static str {
+    match COMMANDS.get(index) {
+        Some(spec) => spec.name,
+        None => SUBCOMMANDS.get(index - COMMANDS.len()).copied().unwrap_or("NULL"),
+    }
+}
 
 /// Longest command name, for the case-folding buffer.
 const MAX_NAME: usize = 16;
@@ -747,14 +293,17 @@ pub async fn execute(node: &Arc<Node>, session: &mut Session, argv: Vec<Bytes>) 
         return Some(CommandError::unknown_command(&argv[0], &argv[1..]).into());
     };
     let spec = &COMMANDS[index];
-    session.handle.touch(index);
+    session
+        .handle
+        .touch(argv.get(1).and_then(|sub| subcommand(spec, sub)).unwrap_or(index));
     Stats::bump(&node.stats.commands);
-    if !session.authenticated && spec.flags & NO_AUTH == 0 {
-        return Some(CommandError::NoAuth.into());
-    }
+    // Redis 7.0's order: unknown command, arity, then authentication.
     let argc = argv.len() as i32;
     if (spec.arity > 0 && argc != spec.arity) || argc < -spec.arity {
         return Some(CommandError::WrongArity(spec.name.to_string()).into());
+    }
+    if !session.authenticated && spec.flags & NO_AUTH == 0 {
+        return Some(CommandError::NoAuth.into());
     }
     if spec.flags & WRITE != 0 {
         session.wrote = true;
@@ -803,7 +352,9 @@ async fn run(cmd: Cmd, ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Optio
         Cmd::Decr => strings::incr_by(ctx, &argv[1], -1).await,
         Cmd::Incrby => strings::incr_by(ctx, &argv[1], parse_i64(&argv[2])?).await,
         Cmd::Decrby => {
-            let by = parse_i64(&argv[2])?.checked_neg().ok_or(CommandError::Overflow)?;
+            let by = parse_i64(&argv[2])?
+                .checked_neg()
+                .ok_or_else(|| CommandError::Other("decrement would overflow".into()))?;
             strings::incr_by(ctx, &argv[1], by).await
         }
         Cmd::Incrbyfloat => strings::incrbyfloat(ctx, argv).await,

@@ -80,7 +80,7 @@ pub fn command(_ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
             COMMANDS.iter().map(command_info).collect()
         } else {
             named_specs(rest)
-                .map(|spec| spec.map_or(Reply::NilArray, command_info))
+                .map(|spec| spec.map_or(Reply::Nil, command_info))
                 .collect()
         })),
         s if is(s, "docs") => {
@@ -224,7 +224,9 @@ pub async fn info(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
         }
         text.push_str("\r\n");
     }
-    Ok(Reply::Verbatim(text.trim_end().to_string() + "\r\n"))
+    // Sections end with a blank line except the last, as in Redis; none: empty.
+    let text = text.trim_end();
+    Ok(Reply::Verbatim(if text.is_empty() { String::new() } else { format!("{text}\r\n") }))
 }
 
 /// The CONFIG GET view of every parameter ringkv knows.
@@ -296,16 +298,17 @@ pub fn config(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
                         String::from_utf8_lossy(name)
                     ))
                 };
-                let number = || {
-                    parse_i64(value)
-                        .ok()
-                        .filter(|&n| n >= 0)
-                        .ok_or_else(|| bad("argument couldn't be parsed into an integer"))
+                let number = |min: i64| {
+                    let n = parse_i64(value).map_err(|_| bad("argument couldn't be parsed into an integer"))?;
+                    if n < min || n > i64::from(i32::MAX) {
+                        return Err(bad(&format!("argument must be between {min} and 2147483647 inclusive")));
+                    }
+                    Ok(n)
                 };
                 match name {
                     n if is(n, "requirepass") => settings.requirepass = String::from_utf8_lossy(value).into_owned(),
-                    n if is(n, "maxclients") => settings.maxclients = number()?.max(1) as usize,
-                    n if is(n, "timeout") => settings.timeout = number()? as u64,
+                    n if is(n, "maxclients") => settings.maxclients = number(1)? as usize,
+                    n if is(n, "timeout") => settings.timeout = number(0)? as u64,
                     n if is(n, "save") => settings.save = String::from_utf8_lossy(value).into_owned(),
                     n if is(n, "appendonly") || is(n, "appendfsync") => {
                         return Err(bad("ringkv sets durability at start (storage.engine, storage.fsync)"))

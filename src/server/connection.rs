@@ -48,7 +48,7 @@ pub async fn serve(node: Arc<Node>, mut stream: TcpStream, handle: Arc<ClientHan
         closing: false,
         wrote: false,
     };
-    let mut parser = RequestParser::new(limits);
+    let mut parser = RequestParser::new(limits, !needs_auth);
     let mut input = BytesMut::with_capacity(READ_BUFFER);
     let mut output = BytesMut::with_capacity(READ_BUFFER);
     let mut shutdown = node.shutdown_signal();
@@ -71,6 +71,7 @@ pub async fn serve(node: Arc<Node>, mut stream: TcpStream, handle: Arc<ClientHan
                 Ok(Some(argv)) if argv.is_empty() => {}
                 Ok(Some(argv)) => {
                     let reply = commands::execute(&node, &mut session, argv).await;
+                    parser.set_authenticated(session.authenticated);
                     if let Some(reply) = reply {
                         reply.encode(session.resp, &mut output);
                     }

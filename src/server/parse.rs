@@ -41,6 +41,12 @@ pub enum ProtocolError {
     /// Quotes that do not close, or a closing quote not followed by a space.
     #[error("Protocol error: unbalanced quotes in request")]
     UnbalancedQuotes,
+    /// More than 10 elements before AUTH.
+    #[error("Protocol error: unauthenticated multibulk length")]
+    UnauthenticatedMultibulkLength,
+    /// A bulk string over 16 KB before AUTH.
+    #[error("Protocol error: unauthenticated bulk length")]
+    UnauthenticatedBulkLength,
     /// More unparsed input than client_query_buffer_limit.
     #[error("Protocol error: query buffer limit exceeded")]
     QueryBufferLimit,
@@ -79,10 +85,20 @@ struct Scan {
     remaining: Option<u64>,
 }
 
+/// Limits for a client that has not authenticated yet, as in Redis: a
+/// stranger cannot make the server buffer large requests.
+const UNAUTHENTICATED: Limits = Limits {
+    max_bulk_len: 16 * 1024,
+    max_multibulk_len: 10,
+    query_buffer_limit: 1024 * 1024,
+};
+
 /// Per-connection request parser.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RequestParser {
     limits: Limits,
+    /// False until the client authenticated (when a password is required).
+    authenticated: bool,
     /// Set while a multibulk request is incomplete.
     scan: Option<Scan>,
 }
@@ -96,9 +112,32 @@ enum Scanned {
 }
 
 impl RequestParser {
-    /// A parser enforcing `limits`.
-    pub fn new(limits: Limits) -> RequestParser {
-        RequestParser { limits, scan: None }
+    /// A parser enforcing `limits` (tighter ones until `set_authenticated(true)`).
+    pub fn new(limits: Limits, authenticated: bool) -> RequestParser {
+        RequestParser {
+            limits,
+            authenticated,
+            scan: None,
+        }
+    }
+
+    /// Whether the client has authenticated; lifts the tighter limits.
+    pub fn set_authenticated(&mut self, authenticated: bool) {
+        self.authenticated = authenticated;
+    }
+
+    /// The limits in force and the errors for exceeding them.
+    fn limits(&self) -> (Limits, ProtocolError, ProtocolError) {
+        if self.authenticated {
+            let l = self.limits;
+            (l, ProtocolError::InvalidMultibulkLength, ProtocolError::InvalidBulkLength)
+        } else {
+            (
+                UNAUTHENTICATED,
+                ProtocolError::UnauthenticatedMultibulkLength,
+                ProtocolError::UnauthenticatedBulkLength,
+            )
+        }
     }
 
     /// Takes the next complete request off the front of `buf`. `Ok(None)`:
@@ -110,6 +149,15 @@ impl RequestParser {
         if first != b'*' {
             return self.inline(buf);
         }
+        if self.scan.is_none() && matches!(buf.get(1), Some(b'-' | b'0')) {
+            // `*0` and negative counts are empty requests, which Redis skips.
+            if let Some((count, next)) = length_line(buf, 0, ProtocolError::TooBigCount)? {
+                if count <= 0 {
+                    let _ = buf.split_to(next);
+                    return Ok(Some(Vec::new()));
+                }
+            }
+        }
         if self.scan.is_none() {
             // The common case, a whole request already buffered: one decode.
             match decode_bytes_mut(buf) {
@@ -120,7 +168,7 @@ impl RequestParser {
         }
         match self.advance_scan(buf)? {
             Scanned::Partial => {
-                if buf.len() as u64 > self.limits.query_buffer_limit {
+                if buf.len() as u64 > self.limits().0.query_buffer_limit {
                     return Err(ProtocolError::QueryBufferLimit);
                 }
                 Ok(None)
@@ -146,19 +194,20 @@ impl RequestParser {
     }
 
     fn to_argv(&self, frame: BytesFrame) -> Result<Vec<Bytes>, ProtocolError> {
+        let (limits, too_many, too_long) = self.limits();
         let items = match frame {
             BytesFrame::Array(items) => items,
             BytesFrame::Null => return Ok(Vec::new()),
             _ => return Err(ProtocolError::InvalidMultibulkLength),
         };
-        if items.len() as u64 > self.limits.max_multibulk_len {
-            return Err(ProtocolError::InvalidMultibulkLength);
+        if items.len() as u64 > limits.max_multibulk_len {
+            return Err(too_many);
         }
         items
             .into_iter()
             .map(|item| match item {
-                BytesFrame::BulkString(b) if b.len() as u64 <= self.limits.max_bulk_len => Ok(b),
-                BytesFrame::BulkString(_) => Err(ProtocolError::InvalidBulkLength),
+                BytesFrame::BulkString(b) if b.len() as u64 <= limits.max_bulk_len => Ok(b),
+                BytesFrame::BulkString(_) => Err(too_long.clone()),
                 BytesFrame::SimpleString(_) => Err(ProtocolError::ExpectedBulk('+')),
                 BytesFrame::Error(_) => Err(ProtocolError::ExpectedBulk('-')),
                 BytesFrame::Integer(_) => Err(ProtocolError::ExpectedBulk(':')),
@@ -180,12 +229,16 @@ impl RequestParser {
     }
 
     fn scan_from(&self, buf: &[u8], scan: &mut Scan) -> Result<Scanned, ProtocolError> {
+        let (limits, too_many, too_long) = self.limits();
         if scan.remaining.is_none() {
             let Some((count, next)) = length_line(buf, 0, ProtocolError::TooBigCount)? else {
                 return Ok(Scanned::Partial);
             };
-            if count > i64::from(i32::MAX) || count as u64 > self.limits.max_multibulk_len {
+            if count > i64::from(i32::MAX) {
                 return Err(ProtocolError::InvalidMultibulkLength);
+            }
+            if count > 0 && count as u64 > limits.max_multibulk_len {
+                return Err(too_many);
             }
             scan.pos = next;
             scan.remaining = Some(count.max(0) as u64);
@@ -200,8 +253,11 @@ impl RequestParser {
             let Some((len, data)) = length_line(buf, scan.pos, ProtocolError::TooBigBulkCount)? else {
                 return Ok(Scanned::Partial);
             };
-            if len < 0 || len as u64 > self.limits.max_bulk_len {
+            if len < 0 {
                 return Err(ProtocolError::InvalidBulkLength);
+            }
+            if len as u64 > limits.max_bulk_len {
+                return Err(too_long);
             }
             let end = data + len as usize + 2;
             if buf.len() < end {
@@ -354,7 +410,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn parse_all(input: &[u8]) -> Result<Vec<Vec<Bytes>>, ProtocolError> {
-        let mut parser = RequestParser::default();
+        let mut parser = RequestParser::new(Limits::default(), true);
         let mut buf = BytesMut::from(input);
         let mut out = Vec::new();
         while let Some(argv) = parser.next(&mut buf)? {
@@ -379,7 +435,7 @@ mod tests {
     #[test]
     fn byte_at_a_time_gives_the_same_requests() {
         let input = b"*3\r\n$3\r\nSET\r\n$3\r\nk\x00y\r\n$5\r\nva\r\nl\r\n*0\r\n";
-        let mut parser = RequestParser::default();
+        let mut parser = RequestParser::new(Limits::default(), true);
         let mut buf = BytesMut::new();
         let mut out = Vec::new();
         for &b in input.iter() {
@@ -407,6 +463,25 @@ mod tests {
         );
         let big = vec![b'a'; INLINE_MAX + 10];
         assert_eq!(parse_all(&big), Err(ProtocolError::TooBigInline));
+    }
+
+    #[test]
+    fn empty_and_negative_counts_are_skipped() {
+        let reqs = parse_all(b"*0\r\n*-5\r\n*1\r\n$4\r\nPING\r\n").expect("ok");
+        assert_eq!(reqs.len(), 3);
+        assert!(reqs[0].is_empty() && reqs[1].is_empty());
+    }
+
+    #[test]
+    fn strangers_get_tight_limits_until_they_authenticate() {
+        let mut parser = RequestParser::new(Limits::default(), false);
+        let mut many = BytesMut::from(&b"*11\r\n"[..]);
+        assert_eq!(parser.next(&mut many), Err(ProtocolError::UnauthenticatedMultibulkLength));
+        let mut big = BytesMut::from(&b"*2\r\n$4\r\nAUTH\r\n$20000\r\n"[..]);
+        assert_eq!(parser.next(&mut big), Err(ProtocolError::UnauthenticatedBulkLength));
+        parser.set_authenticated(true);
+        let mut big = BytesMut::from(&b"*2\r\n$4\r\nAUTH\r\n$20000\r\n"[..]);
+        assert_eq!(parser.next(&mut big), Ok(None));
     }
 
     #[test]
@@ -452,7 +527,7 @@ mod tests {
                 wire.extend_from_slice(b"\r\n");
             }
             let split = split.min(wire.len());
-            let mut parser = RequestParser::default();
+            let mut parser = RequestParser::new(Limits::default(), true);
             let mut buf = BytesMut::from(&wire[..split]);
             let first = parser.next(&mut buf).expect("valid prefix");
             buf.extend_from_slice(&wire[split..]);

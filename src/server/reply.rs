@@ -121,8 +121,9 @@ impl Reply {
     }
 }
 
-/// Formats a double as Redis does for replies: shortest round-trip form,
-/// `inf`/`-inf`, integers without a fraction.
+/// Formats a double as Redis does for INCRBYFLOAT and double replies: the
+/// shortest form that reads back the same, never in exponent notation,
+/// integers without a fraction, `inf`/`-inf`.
 pub fn format_double(d: f64) -> String {
     if d.is_infinite() {
         return if d > 0.0 { "inf".into() } else { "-inf".into() };
@@ -130,11 +131,16 @@ pub fn format_double(d: f64) -> String {
     if d.is_nan() {
         return "nan".into();
     }
-    if d == d.trunc() && d.abs() < 1e17 {
-        return format!("{d:.0}");
+    // Rust's Display is the shortest round-trip form and never uses exponents;
+    // Redis prints at most 17 decimals (`%.17Lf`), trailing zeros trimmed.
+    let text = d.to_string();
+    match text.split_once('.') {
+        Some((_, fraction)) if fraction.len() > 17 => {
+            let rounded = format!("{d:.17}");
+            rounded.trim_end_matches('0').trim_end_matches('.').to_string()
+        }
+        _ => text,
     }
-    let mut buf = ryu::Buffer::new();
-    buf.format(d).to_string()
 }
 
 fn line(out: &mut BytesMut, kind: u8, text: &[u8]) {
@@ -185,5 +191,10 @@ mod tests {
         assert_eq!(format_double(10.5), "10.5");
         assert_eq!(format_double(f64::INFINITY), "inf");
         assert_eq!(format_double(5.0e3), "5000");
+        assert_eq!(format_double(1e20), "100000000000000000000");
+        assert_eq!(format_double(10.5 + 0.1), "10.6");
+        assert_eq!(format_double(-0.25), "-0.25");
+        assert_eq!(format_double(1e-20), "0");
+        assert_eq!(format_double(1.5e-10), "0.00000000015");
     }
 }
