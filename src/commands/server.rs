@@ -226,7 +226,11 @@ pub async fn info(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
     }
     // Sections end with a blank line except the last, as in Redis; none: empty.
     let text = text.trim_end();
-    Ok(Reply::Verbatim(if text.is_empty() { String::new() } else { format!("{text}\r\n") }))
+    Ok(Reply::Verbatim(if text.is_empty() {
+        String::new()
+    } else {
+        format!("{text}\r\n")
+    }))
 }
 
 /// The CONFIG GET view of every parameter ringkv knows.

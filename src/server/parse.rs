@@ -130,7 +130,11 @@ impl RequestParser {
     fn limits(&self) -> (Limits, ProtocolError, ProtocolError) {
         if self.authenticated {
             let l = self.limits;
-            (l, ProtocolError::InvalidMultibulkLength, ProtocolError::InvalidBulkLength)
+            (
+                l,
+                ProtocolError::InvalidMultibulkLength,
+                ProtocolError::InvalidBulkLength,
+            )
         } else {
             (
                 UNAUTHENTICATED,
@@ -476,7 +480,10 @@ mod tests {
     fn strangers_get_tight_limits_until_they_authenticate() {
         let mut parser = RequestParser::new(Limits::default(), false);
         let mut many = BytesMut::from(&b"*11\r\n"[..]);
-        assert_eq!(parser.next(&mut many), Err(ProtocolError::UnauthenticatedMultibulkLength));
+        assert_eq!(
+            parser.next(&mut many),
+            Err(ProtocolError::UnauthenticatedMultibulkLength)
+        );
         let mut big = BytesMut::from(&b"*2\r\n$4\r\nAUTH\r\n$20000\r\n"[..]);
         assert_eq!(parser.next(&mut big), Err(ProtocolError::UnauthenticatedBulkLength));
         parser.set_authenticated(true);

@@ -5,7 +5,8 @@
 //! acknowledged write survives `kill -9`, and many clients' writes share one
 //! `write(2)`. The fsync policy on top lives in `durability.rs`.
 
-use std::path::Path;
+use std::fs::File;
+use std::path::{Path, PathBuf};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
@@ -16,6 +17,8 @@ const FJALL_MAX_KEY: usize = 65_536;
 
 /// fjall database with one keyspace per [`Space`].
 pub struct DiskEngine {
+    /// The database folder, where fjall keeps its journals (`*.jnl`).
+    path: PathBuf,
     db: Database,
     records: Keyspace,
     expiry: Keyspace,
@@ -36,7 +39,12 @@ impl DiskEngine {
         };
         let records = db.keyspace("records", options)?;
         let expiry = db.keyspace("expiry", options)?;
-        Ok(DiskEngine { db, records, expiry })
+        Ok(DiskEngine {
+            path: path.to_owned(),
+            db,
+            records,
+            expiry,
+        })
     }
 
     fn space(&self, space: Space) -> &Keyspace {
@@ -80,7 +88,24 @@ impl Engine for DiskEngine {
     }
 
     fn sync(&self) -> Result<(), StorageError> {
-        self.db.persist(PersistMode::SyncData)?;
+        // fjall fsyncs while holding its journal lock, which would stall every
+        // writer for the length of the fsync. Instead: hand the buffer to the
+        // OS under the lock, then fsync the journal through a descriptor of
+        // our own (fsync is per file, not per descriptor). Journals fjall
+        // sealed were fsynced by fjall when it rotated them.
+        self.db.persist(PersistMode::Buffer)?;
+        let mut synced = false;
+        for entry in std::fs::read_dir(&self.path)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|ext| ext == "jnl") {
+                File::open(&path)?.sync_data()?;
+                synced = true;
+            }
+        }
+        if !synced {
+            // A layout we do not know: let fjall do it.
+            self.db.persist(PersistMode::SyncData)?;
+        }
         Ok(())
     }
 

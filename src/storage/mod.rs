@@ -25,6 +25,9 @@ pub enum StorageError {
     /// The disk engine failed.
     #[error("{0}")]
     Fjall(fjall::Error),
+    /// Reading or fsyncing a storage file failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
     /// Another process has the data dir open.
     #[error("the data dir is in use by another process (is another ringkv running on it?)")]
     Locked,
@@ -206,6 +209,26 @@ mod tests {
             assert!(collect(&*engine, Space::Records, &[]).is_empty());
             assert!(collect(&*engine, Space::Expiry, &[]).is_empty());
         }
+    }
+
+    #[test]
+    fn disk_sync_fsyncs_fjall_journals_itself() {
+        // The fast path of DiskEngine::sync relies on fjall's `*.jnl` files in
+        // the database folder; if fjall changes that, this says so.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = DiskEngine::open(dir.path(), 8, 8).expect("open");
+        engine
+            .apply(vec![BatchOp::Put(Space::Records, b"k".to_vec(), b"v".to_vec())])
+            .expect("apply");
+        engine.sync().expect("sync");
+        let journals = std::fs::read_dir(dir.path())
+            .expect("read dir")
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "jnl"))
+            })
+            .count();
+        assert!(journals >= 1, "no fjall journal found in the database folder");
     }
 
     #[test]
