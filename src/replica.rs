@@ -288,7 +288,13 @@ impl Replica {
         if ops.is_empty() {
             return Ok(());
         }
-        self.engine.apply(ops)?;
+        if self.engine.backpressure() {
+            // The engine may sleep this thread: let the runtime move the other
+            // connections to another worker meanwhile.
+            tokio::task::block_in_place(|| self.engine.apply(ops))?;
+        } else {
+            self.engine.apply(ops)?;
+        }
         self.durability.note_write();
         Ok(())
     }

@@ -115,6 +115,13 @@ impl Engine for DiskEngine {
         Ok(())
     }
 
+    fn backpressure(&self) -> bool {
+        // fjall sleeps writers at 20+ L0 runs or 4+ sealed memtables; warn early.
+        [&self.records, &self.expiry]
+            .iter()
+            .any(|ks| ks.sealed_memtable_count() >= 2 || ks.l0_table_count() >= 16)
+    }
+
     fn disk_bytes(&self) -> u64 {
         self.db.disk_space().unwrap_or(0)
     }

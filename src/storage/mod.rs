@@ -104,6 +104,12 @@ pub trait Engine: Send + Sync + 'static {
     fn sync(&self) -> Result<(), StorageError>;
     /// Removes everything (FLUSHALL).
     fn clear(&self) -> Result<(), StorageError>;
+    /// True when a write may block for a while (the engine throttles writers
+    /// while its background work catches up), so callers on an async worker
+    /// should move it off the worker first.
+    fn backpressure(&self) -> bool {
+        false
+    }
     /// Bytes used on disk, for INFO.
     fn disk_bytes(&self) -> u64;
     /// Largest key the engine stores (after the slot/db prefix).
