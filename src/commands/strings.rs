@@ -284,34 +284,26 @@ pub async fn mset(ctx: &mut Ctx<'_>, argv: &[Bytes], only_new: bool) -> CommandR
         .await
 }
 
-fn check_size(ctx: &Ctx<'_>, len: u64) -> CommandResult<()> {
-    if len > ctx.node.settings.read().limits.max_bulk_len {
-        return Err(CommandError::StringTooLong);
-    }
-    Ok(())
-}
-
-/// APPEND key value
-pub async fn append(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
-    let old_len = match ctx.node.coordinator.read(ctx.session.db, &argv[1]).await? {
-        Some(record) => record
-            .live(now_ms())
-            .map(|s| s.value.as_ref().map_or(0, Bytes::len))
-            .max()
-            .unwrap_or(0),
-        None => 0,
-    };
-    check_size(ctx, (old_len + argv[2].len()) as u64)?;
-    let suffix = &argv[2];
+/// Rewrites the value at `key` (empty if absent) with `edit`, keeping its
+/// expiry, and replies with the new length. `edit` returns None to leave the
+/// key as it is. Refuses results over proto_max_bulk_len.
+async fn edit_value(
+    ctx: &mut Ctx<'_>,
+    key: &[u8],
+    edit: impl FnOnce(&[u8]) -> Option<BytesMut>,
+) -> CommandResult<Reply> {
+    let max_len = ctx.node.settings.read().limits.max_bulk_len;
     ctx.node
         .coordinator
-        .update(ctx.session.db, &argv[1], |current| {
+        .update(ctx.session.db, key, |current| {
             let old = current.value()?;
-            let mut value = BytesMut::new();
-            if let Some(old) = old.and_then(|s| s.value.as_ref()) {
-                value.extend_from_slice(old);
+            let old_value = old.and_then(|s| s.value.as_deref()).unwrap_or_default();
+            let Some(value) = edit(old_value) else {
+                return Ok((Mutation::Keep, Reply::Int(old_value.len() as i64)));
+            };
+            if value.len() as u64 > max_len {
+                return Err(CommandError::StringTooLong);
             }
-            value.extend_from_slice(suffix);
             let len = value.len() as i64;
             let put = Mutation::Put {
                 value: value.freeze(),
@@ -320,6 +312,18 @@ pub async fn append(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
             Ok((put, Reply::Int(len)))
         })
         .await
+}
+
+/// APPEND key value
+pub async fn append(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
+    let suffix = &argv[2];
+    edit_value(ctx, &argv[1], |old| {
+        let mut value = BytesMut::with_capacity(old.len() + suffix.len());
+        value.extend_from_slice(old);
+        value.extend_from_slice(suffix);
+        Some(value)
+    })
+    .await
 }
 
 /// The single live value of a key for read-only commands that need one.
@@ -361,38 +365,28 @@ pub async fn getrange(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply>
     Ok(Reply::Bulk(value.slice(start as usize..=end as usize)))
 }
 
-/// SETRANGE key offset value
+/// SETRANGE key offset value (pads with zero bytes; an empty value changes nothing).
 pub async fn setrange(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
-    let offset = parse_i64(&argv[2])?;
-    if offset < 0 {
-        return Err(CommandError::OffsetOutOfRange);
-    }
+    let offset = usize::try_from(parse_i64(&argv[2])?).map_err(|_| CommandError::OffsetOutOfRange)?;
     let patch = &argv[3];
-    if !patch.is_empty() {
-        check_size(ctx, offset as u64 + patch.len() as u64)?;
+    if !patch.is_empty()
+        && (offset as u64).saturating_add(patch.len() as u64) > ctx.node.settings.read().limits.max_bulk_len
+    {
+        // Checked before building a huge buffer.
+        return Err(CommandError::StringTooLong);
     }
-    let offset = offset as usize;
-    ctx.node
-        .coordinator
-        .update(ctx.session.db, &argv[1], |current| {
-            let old = current.value()?;
-            let old_value = old.map(value_of).unwrap_or_default();
-            if patch.is_empty() {
-                return Ok((Mutation::Keep, Reply::Int(old_value.len() as i64)));
-            }
-            let mut value = BytesMut::from(&old_value[..]);
-            if value.len() < offset + patch.len() {
-                value.resize(offset + patch.len(), 0);
-            }
-            value[offset..offset + patch.len()].copy_from_slice(patch);
-            let len = value.len() as i64;
-            let put = Mutation::Put {
-                value: value.freeze(),
-                expire_at_ms: Expiry::Keep.resolve(old),
-            };
-            Ok((put, Reply::Int(len)))
-        })
-        .await
+    edit_value(ctx, &argv[1], |old| {
+        if patch.is_empty() {
+            return None;
+        }
+        let mut value = BytesMut::from(old);
+        if value.len() < offset + patch.len() {
+            value.resize(offset + patch.len(), 0);
+        }
+        value[offset..offset + patch.len()].copy_from_slice(patch);
+        Some(value)
+    })
+    .await
 }
 
 /// INCR, DECR, INCRBY, DECRBY: add `by` to the integer at `key`.

@@ -320,86 +320,66 @@ fn length_line(buf: &[u8], at: usize, too_long: ProtocolError) -> Result<Option<
 pub fn split_inline(line: &[u8]) -> Result<Vec<Bytes>, ProtocolError> {
     let mut args = Vec::new();
     let mut i = 0;
-    while i < line.len() {
-        while i < line.len() && line[i].is_ascii_whitespace() {
+    loop {
+        while line.get(i).is_some_and(u8::is_ascii_whitespace) {
             i += 1;
         }
-        if i == line.len() {
-            break;
-        }
+        let Some(&first) = line.get(i) else {
+            return Ok(args);
+        };
         let mut arg = Vec::new();
-        match line[i] {
-            b'"' => {
+        if first == b'"' || first == b'\'' {
+            i = quoted(line, i + 1, first, &mut arg)?;
+        } else {
+            while let Some(&c) = line.get(i).filter(|c| !c.is_ascii_whitespace()) {
+                arg.push(c);
                 i += 1;
-                loop {
-                    let Some(&c) = line.get(i) else {
-                        return Err(ProtocolError::UnbalancedQuotes);
-                    };
-                    match c {
-                        b'\\' if line.get(i + 1) == Some(&b'x') && hex_pair(line.get(i + 2..i + 4)).is_some() => {
-                            arg.extend(hex_pair(line.get(i + 2..i + 4)));
-                            i += 4;
-                        }
-                        b'\\' if i + 1 < line.len() => {
-                            arg.push(match line[i + 1] {
-                                b'n' => b'\n',
-                                b'r' => b'\r',
-                                b't' => b'\t',
-                                b'b' => 8,
-                                b'a' => 7,
-                                other => other,
-                            });
-                            i += 2;
-                        }
-                        b'"' => {
-                            i += 1;
-                            break;
-                        }
-                        _ => {
-                            arg.push(c);
-                            i += 1;
-                        }
-                    }
-                }
-                if line.get(i).is_some_and(|c| !c.is_ascii_whitespace()) {
-                    return Err(ProtocolError::UnbalancedQuotes);
-                }
-            }
-            b'\'' => {
-                i += 1;
-                loop {
-                    let Some(&c) = line.get(i) else {
-                        return Err(ProtocolError::UnbalancedQuotes);
-                    };
-                    match c {
-                        b'\\' if line.get(i + 1) == Some(&b'\'') => {
-                            arg.push(b'\'');
-                            i += 2;
-                        }
-                        b'\'' => {
-                            i += 1;
-                            break;
-                        }
-                        _ => {
-                            arg.push(c);
-                            i += 1;
-                        }
-                    }
-                }
-                if line.get(i).is_some_and(|c| !c.is_ascii_whitespace()) {
-                    return Err(ProtocolError::UnbalancedQuotes);
-                }
-            }
-            _ => {
-                while i < line.len() && !line[i].is_ascii_whitespace() {
-                    arg.push(line[i]);
-                    i += 1;
-                }
             }
         }
         args.push(Bytes::from(arg));
     }
-    Ok(args)
+}
+
+/// Reads a quoted argument from just after its opening `quote` at `i`; returns
+/// where it ends. Inside `"`, backslash escapes apply; inside `'`, only `\'`.
+fn quoted(line: &[u8], mut i: usize, quote: u8, arg: &mut Vec<u8>) -> Result<usize, ProtocolError> {
+    loop {
+        let Some(&c) = line.get(i) else {
+            return Err(ProtocolError::UnbalancedQuotes);
+        };
+        let next = line.get(i + 1).copied();
+        if c == quote {
+            i += 1;
+            break;
+        }
+        if c == b'\\' && quote == b'"' && next.is_some() {
+            if let Some(byte) = hex_pair(line.get(i + 2..i + 4)).filter(|_| next == Some(b'x')) {
+                arg.push(byte);
+                i += 4;
+                continue;
+            }
+            arg.push(match next.unwrap_or(b'\\') {
+                b'n' => b'\n',
+                b'r' => b'\r',
+                b't' => b'\t',
+                b'b' => 8,
+                b'a' => 7,
+                other => other,
+            });
+            i += 2;
+        } else if c == b'\\' && quote == b'\'' && next == Some(b'\'') {
+            arg.push(b'\'');
+            i += 2;
+        } else {
+            arg.push(c);
+            i += 1;
+        }
+    }
+    // A closing quote must end the argument.
+    if line.get(i).is_some_and(|c| !c.is_ascii_whitespace()) {
+        return Err(ProtocolError::UnbalancedQuotes);
+    }
+    Ok(i)
 }
 
 fn hex_pair(pair: Option<&[u8]>) -> Option<u8> {
