@@ -7,6 +7,11 @@ use clap::Parser;
 use ringkv::config::{Cli, Config};
 use tracing_subscriber::EnvFilter;
 
+/// Commands allocate small buffers at a high rate; mimalloc does that in a
+/// fraction of glibc malloc's instructions and fragments less.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match Config::load(&cli) {

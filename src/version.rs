@@ -410,7 +410,14 @@ impl Record {
     /// Postcard encoding, for storage and the peer bus. Canonical: equal
     /// records encode to equal bytes (Merkle hashes depend on it).
     pub fn encode(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).expect("postcard encoding into a Vec cannot fail")
+        // Sized up front: growing the vector while encoding costs reallocations.
+        let values: usize = self
+            .siblings
+            .iter()
+            .map(|s| s.value.as_ref().map_or(0, Bytes::len))
+            .sum();
+        let capacity = values + 40 * self.siblings.len() + 20 * self.context.len() + 8;
+        postcard::to_extend(self, Vec::with_capacity(capacity)).expect("postcard encoding into a Vec cannot fail")
     }
 
     /// Decodes [`encode`](Self::encode) output. Returns `None` if the bytes are
