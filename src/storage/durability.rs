@@ -73,10 +73,6 @@ impl Durability {
     /// everything written so far is fsynced; otherwise hands it to the OS.
     pub async fn before_reply(&self) -> Result<(), super::StorageError> {
         if self.mode != FsyncMode::Always {
-            // Let the other ready connections apply their writes first: the
-            // one flush that follows covers them all, and theirs find nothing
-            // left to write.
-            tokio::task::yield_now().await;
             return self.engine.flush();
         }
         let seq = self.last_write();
