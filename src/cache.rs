@@ -103,7 +103,11 @@ impl RecordCache {
 
     fn insert(&self, shard: &mut Shard, key: &[u8], record: Option<Arc<Record>>) {
         let added = cost(key, &record);
-        if let Some(old) = shard.map.insert(key.into(), record) {
+        let replaced = match shard.map.get_mut(key) {
+            Some(slot) => Some(std::mem::replace(slot, record)),
+            None => shard.map.insert(key.into(), record),
+        };
+        if let Some(old) = replaced {
             shard.bytes -= cost(key, &old);
         }
         shard.bytes += added;
