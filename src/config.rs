@@ -92,6 +92,8 @@ pub struct ServerConfig {
     pub requirepass: String,
     /// Connections past this get `-ERR max number of clients reached`.
     pub maxclients: usize,
+    /// Memory limit in bytes, 0 for none; past it writes get `-OOM`.
+    pub maxmemory: u64,
     /// Close a client idle this many seconds; 0 disables.
     pub timeout: u64,
     /// Number of logical databases for SELECT.
@@ -115,6 +117,7 @@ impl Default for ServerConfig {
             port: 6379,
             requirepass: String::new(),
             maxclients: 10_000,
+            maxmemory: 0,
             timeout: 0,
             databases: 16,
             proto_max_bulk_len: 512 * 1024 * 1024,
@@ -217,6 +220,9 @@ pub struct Cli {
     /// Maximum connected clients [server.maxclients, default 10000].
     #[arg(long)]
     pub maxclients: Option<usize>,
+    /// Memory limit in bytes, 0 = none; past it writes get -OOM [server.maxmemory].
+    #[arg(long)]
+    pub maxmemory: Option<u64>,
     /// Close clients idle for this many seconds, 0 = never [server.timeout].
     #[arg(long)]
     pub timeout: Option<u64>,
@@ -305,6 +311,7 @@ impl Config {
         set(&mut s.port, &cli.port);
         set(&mut s.requirepass, &cli.requirepass);
         set(&mut s.maxclients, &cli.maxclients);
+        set(&mut s.maxmemory, &cli.maxmemory);
         set(&mut s.timeout, &cli.timeout);
         set(&mut s.databases, &cli.databases);
         set(&mut s.proto_max_bulk_len, &cli.proto_max_bulk_len);

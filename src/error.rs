@@ -74,6 +74,9 @@ pub enum CommandError {
     /// HELLO with a protocol version we do not speak.
     #[error("NOPROTO unsupported protocol version")]
     NoProto,
+    /// A command that may grow memory while memory is above maxmemory.
+    #[error("OOM command not allowed when used memory > 'maxmemory'.")]
+    OutOfMemory,
     /// A read-modify-write command on a key that holds concurrent values.
     #[error("CONFLICT key has {0} concurrent values; read them with GET or VGET and write the resolved one with SET or VSET")]
     Conflict(usize),

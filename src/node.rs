@@ -72,6 +72,11 @@ pub struct Node {
     pub started: Instant,
     /// Port actually bound (differs from config when it was 0).
     pub port: u16,
+    /// Memory limit in bytes (0: none); past it, commands that may grow
+    /// memory get `-OOM`, as Redis's `noeviction` policy does.
+    pub maxmemory: AtomicU64,
+    /// Resident memory, sampled by [`Node::sample_memory`].
+    pub used_memory: AtomicU64,
     shutdown: watch::Sender<bool>,
 }
 
@@ -98,6 +103,8 @@ impl Node {
             stats: Stats::default(),
             started: Instant::now(),
             port,
+            maxmemory: AtomicU64::new(s.maxmemory),
+            used_memory: AtomicU64::new(0),
             shutdown: watch::channel(false).0,
             config,
         })
@@ -111,6 +118,23 @@ impl Node {
     /// Resolves when shutdown was asked for.
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
+    }
+
+    /// Refreshes `used_memory` from the process's resident set size (on
+    /// Linux; elsewhere it stays 0 and maxmemory is not enforced).
+    pub fn sample_memory(&self) -> u64 {
+        let rss = std::fs::read_to_string("/proc/self/statm")
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+            .map_or(0, |pages| pages * 4096);
+        self.used_memory.store(rss, Ordering::Relaxed);
+        rss
+    }
+
+    /// True when a maxmemory limit is set and memory is above it.
+    pub fn over_maxmemory(&self) -> bool {
+        let max = self.maxmemory.load(Ordering::Relaxed);
+        max > 0 && self.used_memory.load(Ordering::Relaxed) > max
     }
 
     /// Number of logical databases.

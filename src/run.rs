@@ -83,6 +83,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let node = Node::new(config, identity, Coordinator::new(replica.clone()), local.port());
     tokio::spawn(expiry_sweep(node.clone(), sweep_every));
     tokio::spawn(stop_on_signal(node.clone()));
+    tokio::spawn(sample_memory(node.clone()));
     accept_loop(node.clone(), listener).await;
     tracing::info!("shutting down: waiting for clients to finish");
     if tokio::time::timeout(DRAIN_TIMEOUT, node.clients.wait_empty())
@@ -116,6 +117,16 @@ async fn expiry_sweep(node: Arc<Node>, every: Duration) {
                 }
             }
         }
+    }
+}
+
+/// Keeps `used_memory` fresh for the maxmemory check (cheaper than reading
+/// /proc on every write).
+async fn sample_memory(node: Arc<Node>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        node.sample_memory();
     }
 }
 

@@ -321,6 +321,20 @@ fn client_info_names_the_subcommand() {
 }
 
 #[test]
+fn client_list_types() {
+    let (_server, mut raw) = common::start();
+    let normal = raw.cmd(&["CLIENT", "LIST", "TYPE", "normal"]).text();
+    assert_eq!(normal.lines().count(), 1, "{normal:?}");
+    for kind in ["master", "replica", "slave", "pubsub"] {
+        raw.expect(&["CLIENT", "LIST", "TYPE", kind], Resp::bulk(""));
+    }
+    raw.expect(
+        &["CLIENT", "LIST", "TYPE", "bogus"],
+        Resp::err("ERR Unknown client type 'bogus'"),
+    );
+}
+
+#[test]
 fn client_list() {
     let (server, mut raw) = common::start();
     let id = raw.cmd(&["CLIENT", "ID"]).as_int();

@@ -372,3 +372,29 @@ fn shutdown_does_not_wait_for_idle_clients() {
     );
     idle.assert_closed();
 }
+
+#[test]
+fn info_has_the_cluster_section_clients_read() {
+    let (_server, mut raw) = common::start();
+    let info = raw.cmd(&["INFO"]).text();
+    assert_eq!(info_field(&info, "cluster_enabled"), Some("0".into()), "{info}");
+}
+
+#[test]
+fn maxmemory_refuses_growth_but_not_reads_or_deletes() {
+    let (_server, mut raw) = common::start();
+    raw.expect(&["SET", "k", "v"], Resp::ok());
+    raw.expect(&["CONFIG", "SET", "maxmemory", "1mb"], Resp::ok());
+    raw.expect(&["CONFIG", "GET", "maxmemory"], Resp::bulks(&["maxmemory", "1048576"]));
+    let oom = Resp::err("OOM command not allowed when used memory > 'maxmemory'.");
+    raw.expect(&["SET", "k2", "v"], oom.clone());
+    raw.expect(&["APPEND", "k", "more"], oom);
+    raw.expect(&["GET", "k"], Resp::bulk("v"));
+    raw.expect(&["DEL", "k"], Resp::int(1));
+    raw.expect(&["CONFIG", "SET", "maxmemory", "0"], Resp::ok());
+    raw.expect(&["SET", "k2", "v"], Resp::ok());
+    raw.expect(
+        &["CONFIG", "SET", "maxmemory", "lots"],
+        Resp::err("ERR CONFIG SET failed (possibly related to argument 'maxmemory') - argument must be a memory value"),
+    );
+}

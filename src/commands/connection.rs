@@ -248,15 +248,22 @@ pub fn client(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
         }
         "list" => {
             let mut ids: Option<Vec<u64>> = None;
+            // Every client is a normal one: no replicas, no pub/sub here.
+            let mut normal = true;
             let mut i = 2;
             while i < argv.len() {
                 if is(&argv[i], "type") && i + 1 < argv.len() {
-                    if !is(&argv[i + 1], "normal") {
+                    let kind = &argv[i + 1];
+                    if !["normal", "master", "replica", "slave", "pubsub"]
+                        .iter()
+                        .any(|t| is(kind, t))
+                    {
                         return Err(CommandError::Other(format!(
                             "Unknown client type '{}'",
-                            String::from_utf8_lossy(&argv[i + 1])
+                            String::from_utf8_lossy(kind)
                         )));
                     }
+                    normal = is(kind, "normal");
                     i += 2;
                 } else if is(&argv[i], "id") && i + 1 < argv.len() {
                     let list = argv[i + 1..]
@@ -272,7 +279,7 @@ pub fn client(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
             }
             let mut text = String::new();
             for client in ctx.node.clients.all() {
-                if ids.as_ref().is_none_or(|ids| ids.contains(&client.id)) {
+                if normal && ids.as_ref().is_none_or(|ids| ids.contains(&client.id)) {
                     client_line(&client, &mut text);
                 }
             }

@@ -305,6 +305,9 @@ pub async fn execute(node: &Arc<Node>, session: &mut Session, argv: Vec<Bytes>) 
     if !session.authenticated && spec.flags & NO_AUTH == 0 {
         return Some(CommandError::NoAuth.into());
     }
+    if spec.flags & DENYOOM != 0 && node.over_maxmemory() {
+        return Some(CommandError::OutOfMemory.into());
+    }
     if spec.flags & WRITE != 0 {
         session.wrote = true;
     }

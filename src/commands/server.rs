@@ -108,12 +108,22 @@ pub fn command(_ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
     }
 }
 
-/// Resident set size of this process, from /proc (0 where unavailable).
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
-        .map_or(0, |pages| pages * 4096)
+/// A memory amount as Redis's `memtoll` reads it: bytes, or with a unit
+/// (k = 1000, kb = 1024, m, mb, g, gb), case-insensitive.
+fn parse_memory(text: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(text).ok()?.to_ascii_lowercase();
+    let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit: u64 = match &text[digits.len()..] {
+        "" | "b" => 1,
+        "k" => 1000,
+        "kb" => 1024,
+        "m" => 1000 * 1000,
+        "mb" => 1024 * 1024,
+        "g" => 1000 * 1000 * 1000,
+        "gb" => 1024 * 1024 * 1024,
+        _ => return None,
+    };
+    digits.parse::<u64>().ok()?.checked_mul(unit)
 }
 
 /// Live keys and keys with an expiry, per database.
@@ -182,10 +192,11 @@ pub async fn info(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
         );
     }
     if want("memory") {
-        let rss = rss_bytes();
+        let rss = node.sample_memory();
+        let max = node.maxmemory.load(Ordering::Relaxed);
         let _ = write!(
             text,
-            "# Memory\r\nused_memory:{rss}\r\nused_memory_rss:{rss}\r\nmaxmemory:0\r\nmaxmemory_policy:noeviction\r\n\r\n"
+            "# Memory\r\nused_memory:{rss}\r\nused_memory_rss:{rss}\r\nmaxmemory:{max}\r\nmaxmemory_policy:noeviction\r\n\r\n"
         );
     }
     if want("persistence") {
@@ -216,6 +227,10 @@ pub async fn info(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
     }
     if want("replication") {
         text.push_str("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n");
+    }
+    if want("cluster") {
+        // Clients (redis-py among them) read this to pick their cluster mode.
+        text.push_str("# Cluster\r\ncluster_enabled:0\r\n\r\n");
     }
     if want("keyspace") {
         text.push_str("# Keyspace\r\n");
@@ -254,7 +269,7 @@ fn config_params(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
         ("save", settings.save.clone()),
         ("appendonly", if disk { "yes" } else { "no" }.to_string()),
         ("appendfsync", config.storage.fsync.as_str().to_string()),
-        ("maxmemory", "0".to_string()),
+        ("maxmemory", ctx.node.maxmemory.load(Ordering::Relaxed).to_string()),
         ("maxmemory-policy", "noeviction".to_string()),
     ]
 }
@@ -294,6 +309,7 @@ pub fn config(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
             }
             // Validate every pair first: CONFIG SET is all or nothing.
             let mut settings = ctx.node.settings.read().clone();
+            let mut maxmemory = None;
             for pair in argv[2..].chunks(2) {
                 let (name, value) = (&pair[0], &pair[1]);
                 let bad = |reason: &str| {
@@ -314,6 +330,9 @@ pub fn config(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
                     n if is(n, "maxclients") => settings.maxclients = number(1)? as usize,
                     n if is(n, "timeout") => settings.timeout = number(0)? as u64,
                     n if is(n, "save") => settings.save = String::from_utf8_lossy(value).into_owned(),
+                    n if is(n, "maxmemory") => {
+                        maxmemory = Some(parse_memory(value).ok_or_else(|| bad("argument must be a memory value"))?)
+                    }
                     n if is(n, "appendonly") || is(n, "appendfsync") => {
                         return Err(bad("ringkv sets durability at start (storage.engine, storage.fsync)"))
                     }
@@ -326,6 +345,10 @@ pub fn config(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
                 }
             }
             *ctx.node.settings.write() = settings;
+            if let Some(bytes) = maxmemory {
+                ctx.node.maxmemory.store(bytes, Ordering::Relaxed);
+                ctx.node.sample_memory();
+            }
             Ok(Reply::Ok)
         }
         "resetstat" => {
@@ -395,4 +418,21 @@ pub fn shutdown(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Option<Reply
     ctx.node.shut_down();
     ctx.session.closing = true;
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_memory;
+
+    #[test]
+    fn memory_values_read_like_redis() {
+        assert_eq!(parse_memory(b"100"), Some(100));
+        assert_eq!(parse_memory(b"1k"), Some(1000));
+        assert_eq!(parse_memory(b"1KB"), Some(1024));
+        assert_eq!(parse_memory(b"2mb"), Some(2 * 1024 * 1024));
+        assert_eq!(parse_memory(b"1g"), Some(1_000_000_000));
+        for bad in [&b""[..], b"mb", b"-1", b"1tb", b"1.5mb"] {
+            assert_eq!(parse_memory(bad), None, "{:?}", bad);
+        }
+    }
 }
