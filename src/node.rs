@@ -22,8 +22,6 @@ pub struct Settings {
     pub requirepass: String,
     /// Connection cap.
     pub maxclients: usize,
-    /// Idle timeout in seconds, 0 = none.
-    pub timeout: u64,
     /// Parser limits.
     pub limits: Limits,
     /// Accepted and reported but without effect: ringkv takes no snapshots.
@@ -77,6 +75,9 @@ pub struct Node {
     pub maxmemory: AtomicU64,
     /// Resident memory, sampled by [`Node::sample_memory`].
     pub used_memory: AtomicU64,
+    /// Idle timeout in seconds (0: none). An atomic, not a setting behind the
+    /// lock: every connection reads it before every read.
+    pub timeout: AtomicU64,
     shutdown: watch::Sender<bool>,
 }
 
@@ -87,7 +88,6 @@ impl Node {
         let settings = Settings {
             requirepass: s.requirepass.clone(),
             maxclients: s.maxclients,
-            timeout: s.timeout,
             limits: Limits {
                 max_bulk_len: s.proto_max_bulk_len,
                 max_multibulk_len: s.max_multibulk_len,
@@ -105,6 +105,7 @@ impl Node {
             port,
             maxmemory: AtomicU64::new(s.maxmemory),
             used_memory: AtomicU64::new(0),
+            timeout: AtomicU64::new(s.timeout),
             shutdown: watch::channel(false).0,
             config,
         })

@@ -258,7 +258,7 @@ fn config_params(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
         ("port", ctx.node.port.to_string()),
         ("requirepass", settings.requirepass.clone()),
         ("maxclients", settings.maxclients.to_string()),
-        ("timeout", settings.timeout.to_string()),
+        ("timeout", ctx.node.timeout.load(Ordering::Relaxed).to_string()),
         ("databases", config.server.databases.to_string()),
         ("proto-max-bulk-len", settings.limits.max_bulk_len.to_string()),
         (
@@ -310,6 +310,7 @@ pub fn config(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
             // Validate every pair first: CONFIG SET is all or nothing.
             let mut settings = ctx.node.settings.read().clone();
             let mut maxmemory = None;
+            let mut timeout = None;
             for pair in argv[2..].chunks(2) {
                 let (name, value) = (&pair[0], &pair[1]);
                 let bad = |reason: &str| {
@@ -328,7 +329,7 @@ pub fn config(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
                 match name {
                     n if is(n, "requirepass") => settings.requirepass = String::from_utf8_lossy(value).into_owned(),
                     n if is(n, "maxclients") => settings.maxclients = number(1)? as usize,
-                    n if is(n, "timeout") => settings.timeout = number(0)? as u64,
+                    n if is(n, "timeout") => timeout = Some(number(0)? as u64),
                     n if is(n, "save") => settings.save = String::from_utf8_lossy(value).into_owned(),
                     n if is(n, "maxmemory") => {
                         maxmemory = Some(parse_memory(value).ok_or_else(|| bad("argument must be a memory value"))?)
@@ -345,6 +346,9 @@ pub fn config(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
                 }
             }
             *ctx.node.settings.write() = settings;
+            if let Some(seconds) = timeout {
+                ctx.node.timeout.store(seconds, Ordering::Relaxed);
+            }
             if let Some(bytes) = maxmemory {
                 ctx.node.maxmemory.store(bytes, Ordering::Relaxed);
                 ctx.node.sample_memory();

@@ -2,6 +2,7 @@
 //! in order, then send all their replies in one write (pipelining costs one
 //! syscall per read, not per command).
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,11 +28,14 @@ pub struct Session {
     pub authenticated: bool,
     /// Close after sending the pending replies (QUIT, SHUTDOWN, protocol error).
     pub closing: bool,
-    /// A command of this batch wrote (for `fsync = always`).
+    /// A command of this batch wrote: its replies wait for the durability policy.
     pub wrote: bool,
 }
 
 const READ_BUFFER: usize = 16 * 1024;
+
+/// A buffer grown past this by one big request or reply is given back.
+const KEEP_BUFFER: usize = 1024 * 1024;
 
 /// Serves one client until it disconnects, errs, idles out or the node stops.
 pub async fn serve(node: Arc<Node>, mut stream: TcpStream, handle: Arc<ClientHandle>) {
@@ -54,9 +58,10 @@ pub async fn serve(node: Arc<Node>, mut stream: TcpStream, handle: Arc<ClientHan
     let mut shutdown = node.shutdown_signal();
     while !session.closing {
         if input.capacity() - input.len() < READ_BUFFER / 4 {
-            input.reserve(READ_BUFFER);
+            // Doubling keeps a large value's arrival linear, not quadratic.
+            input.reserve(READ_BUFFER.max(input.len()));
         }
-        let timeout = node.settings.read().timeout;
+        let timeout = node.timeout.load(Ordering::Relaxed);
         let read = tokio::select! {
             read = stream.read_buf(&mut input) => read,
             _ = shutdown.changed() => break,
@@ -103,6 +108,12 @@ pub async fn serve(node: Arc<Node>, mut stream: TcpStream, handle: Arc<ClientHan
                 break;
             }
             output.clear();
+            if output.capacity() > KEEP_BUFFER {
+                output = BytesMut::with_capacity(READ_BUFFER);
+            }
+        }
+        if input.is_empty() && input.capacity() > KEEP_BUFFER {
+            input = BytesMut::with_capacity(READ_BUFFER);
         }
     }
     let _ = stream.shutdown().await;

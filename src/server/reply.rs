@@ -2,7 +2,7 @@
 //!
 //! Written by hand rather than through redis-protocol's encoder: replies go
 //! straight into the connection's output buffer without building frames, and
-//! the few places where RESP2 and RESP3 differ (null, maps, doubles, verbatim
+//! the few places where RESP2 and RESP3 differ (null, maps, sets, verbatim
 //! strings) are decided here, in one place.
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -34,8 +34,6 @@ pub enum Reply {
     Map(Vec<(Reply, Reply)>),
     /// A set: an array in RESP2.
     Set(Vec<Reply>),
-    /// A double: a bulk string in RESP2.
-    Double(f64),
     /// Text for humans (INFO, CLIENT INFO): verbatim `txt` in RESP3.
     Verbatim(String),
 }
@@ -99,14 +97,6 @@ impl Reply {
                     value.encode(resp, out);
                 }
             }
-            Reply::Double(d) => {
-                let text = format_double(*d);
-                if resp >= 3 {
-                    line(out, b',', text.as_bytes());
-                } else {
-                    bulk(out, text.as_bytes());
-                }
-            }
             Reply::Verbatim(text) => {
                 if resp >= 3 {
                     header(out, b'=', text.len() + 4);
@@ -121,7 +111,7 @@ impl Reply {
     }
 }
 
-/// Formats a double as Redis does for INCRBYFLOAT and double replies: the
+/// Formats a double as Redis does for INCRBYFLOAT: the
 /// shortest form that reads back the same, never in exponent notation,
 /// integers without a fraction, `inf`/`-inf`.
 pub fn format_double(d: f64) -> String {
@@ -179,8 +169,6 @@ mod tests {
         let map = Reply::Map(vec![(Reply::bulk_static(b"a"), Reply::Int(1))]);
         assert_eq!(enc(map.clone(), 2), b"*2\r\n$1\r\na\r\n:1\r\n");
         assert_eq!(enc(map, 3), b"%1\r\n$1\r\na\r\n:1\r\n");
-        assert_eq!(enc(Reply::Double(1.5), 2), b"$3\r\n1.5\r\n");
-        assert_eq!(enc(Reply::Double(1.5), 3), b",1.5\r\n");
         assert_eq!(enc(Reply::Verbatim("hi".into()), 3), b"=6\r\ntxt:hi\r\n");
         assert_eq!(enc(Reply::Error("ERR a\r\nb".into()), 2), b"-ERR a  b\r\n");
     }

@@ -54,11 +54,6 @@ impl Durability {
         durability
     }
 
-    /// The configured mode.
-    pub fn mode(&self) -> FsyncMode {
-        self.mode
-    }
-
     /// Records that a write was applied; returns its sequence number.
     pub fn note_write(&self) -> u64 {
         self.written.fetch_add(1, Ordering::AcqRel) + 1
