@@ -30,31 +30,28 @@ fn assert_sample(raw: &mut Raw) {
     raw.expect(&["SELECT", "0"], Resp::ok());
 }
 
-#[test]
-fn data_survives_shutdown() {
+/// Writes the sample, stops the server with `stop`, restarts it, checks the sample.
+fn survives(stop: impl FnOnce(&mut Server)) {
     let mut server = Server::start(&[]);
     write_sample(&mut server.raw());
-    server.shutdown();
+    stop(&mut server);
     server.restart();
     assert_sample(&mut server.raw());
+}
+
+#[test]
+fn data_survives_shutdown() {
+    survives(Server::shutdown);
 }
 
 #[test]
 fn data_survives_sigterm() {
-    let mut server = Server::start(&[]);
-    write_sample(&mut server.raw());
-    server.terminate();
-    server.restart();
-    assert_sample(&mut server.raw());
+    survives(Server::terminate);
 }
 
 #[test]
 fn data_survives_sigint() {
-    let mut server = Server::start(&[]);
-    write_sample(&mut server.raw());
-    server.interrupt();
-    server.restart();
-    assert_sample(&mut server.raw());
+    survives(Server::interrupt);
 }
 
 #[test]
