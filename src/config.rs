@@ -155,8 +155,8 @@ impl Default for StorageConfig {
             engine: EngineKind::Disk,
             data_dir: PathBuf::from("./data"),
             fsync: FsyncMode::Everysec,
-            cache_mb: 256,
-            record_cache_mb: 256,
+            cache_mb: 64,
+            record_cache_mb: 128,
             memtable_mb: 64,
             expiry_sweep_ms: 100,
         }
