@@ -37,7 +37,8 @@ pub enum Current<'a> {
 }
 
 impl<'a> Current<'a> {
-    fn of(record: &'a Record, now: u64, conflicts: ConflictMode) -> Current<'a> {
+    /// What `record` presents at `now`: the one rule for reads and writes.
+    pub fn of(record: &'a Record, now: u64, conflicts: ConflictMode) -> Current<'a> {
         let mut live = record.live(now);
         match (live.next(), live.next()) {
             (None, _) => Current::Missing,
@@ -336,30 +337,35 @@ impl Replica {
             }
             return Ok(());
         };
+        // In rounds of 4096 keys, each resuming where the last stopped; the
+        // visitor only collects, since it may not write while the engine scans.
+        let mut from = Vec::new();
         loop {
-            // Collect first: the visitor may not write while the engine scans.
             let mut batch = Vec::new();
-            self.engine.scan(Space::Records, &[], &mut |stored, bytes| {
+            let mut resume = None;
+            self.engine.scan(Space::Records, &from, &mut |stored, bytes| {
                 if split_storage_key(stored).is_some_and(|(_, d, _)| d == db) {
                     if let Some(at) = Record::decode(bytes).and_then(|r| r.next_expiry()) {
                         batch.push(BatchOp::Delete(Space::Expiry, expiry_key(at, stored)));
                     }
                     batch.push(BatchOp::Delete(Space::Records, stored.to_vec()));
                 }
-                if batch.len() >= 4096 {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
+                if batch.len() < 4096 {
+                    return ControlFlow::Continue(());
                 }
+                resume = Some(stored.to_vec());
+                ControlFlow::Break(())
             })?;
-            if batch.is_empty() {
-                return Ok(());
-            }
             self.commit(batch)?;
-            if let Some(cache) = &self.cache {
-                cache.clear();
+            match resume {
+                Some(next) => from = next,
+                None => break,
             }
         }
+        if let Some(cache) = &self.cache {
+            cache.clear();
+        }
+        Ok(())
     }
 
     /// One round of the active expiry sweep: drops what expired by now from up
@@ -413,5 +419,61 @@ impl Replica {
             handled: due.len(),
             expired,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::FsyncMode;
+    use crate::storage::MemoryEngine;
+
+    fn replica() -> Replica {
+        let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::default());
+        let durability = Durability::start(FsyncMode::No, engine.clone());
+        Replica::new(engine, durability, 1, ConflictMode::Siblings, 0, 1 << 20)
+    }
+
+    fn count(replica: &Replica, db: u8) -> usize {
+        let mut n = 0;
+        replica
+            .scan(db, 0, &mut |_, _, _| {
+                n += 1;
+                ControlFlow::Continue(())
+            })
+            .expect("scan");
+        n
+    }
+
+    #[test]
+    fn flushdb_over_several_rounds_leaves_other_databases() {
+        let replica = replica();
+        let put = |db: u8, key: String| {
+            let value = Bytes::from_static(b"v");
+            replica
+                .update(db, key.as_bytes(), |_| {
+                    Ok((
+                        Mutation::Put {
+                            value,
+                            expire_at_ms: Some(u64::MAX / 2),
+                        },
+                        (),
+                    ))
+                })
+                .expect("put");
+        };
+        for i in 0..10_000 {
+            put(1, format!("doomed:{i}"));
+        }
+        for i in 0..3_000 {
+            put(0, format!("kept:{i}"));
+        }
+        replica.flush(Some(1)).expect("flushdb");
+        assert_eq!(count(&replica, 1), 0);
+        assert_eq!(count(&replica, 0), 3_000);
+        assert!(
+            replica.read(1, b"doomed:7").expect("read").is_none(),
+            "the cache forgot it too"
+        );
     }
 }

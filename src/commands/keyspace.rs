@@ -8,7 +8,7 @@ use std::ops::ControlFlow;
 
 use bytes::Bytes;
 
-use super::strings::read_reply;
+use super::strings::single_sibling;
 use super::{is, parse_i64, Ctx};
 use crate::clock::now_ms;
 use crate::cluster::slot::SLOTS;
@@ -16,7 +16,6 @@ use crate::error::{CommandError, CommandResult};
 use crate::glob;
 use crate::replica::{Current, Mutation};
 use crate::server::reply::Reply;
-use crate::version::Sibling;
 
 /// DEL / UNLINK key [key ...]: how many keys held a value.
 pub async fn del(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
@@ -250,19 +249,6 @@ pub enum TtlKind {
         /// Milliseconds per reported unit.
         unit: u64,
     },
-}
-
-async fn single_sibling(ctx: &mut Ctx<'_>, key: &[u8]) -> CommandResult<Option<Sibling>> {
-    let record = ctx.node.coordinator.read(ctx.session.db, key).await?;
-    let conflicts = ctx.node.coordinator.local().conflicts();
-    if let Reply::Array(values) = read_reply(record.as_deref(), conflicts) {
-        return Err(CommandError::Conflict(values.len()));
-    }
-    let now = now_ms();
-    Ok(record.and_then(|r| match conflicts {
-        crate::config::ConflictMode::Lww => r.lww_winner(now).cloned(),
-        crate::config::ConflictMode::Siblings => r.live(now).next().cloned(),
-    }))
 }
 
 /// TTL, PTTL, EXPIRETIME, PEXPIRETIME: -2 if no key, -1 if no expiry.

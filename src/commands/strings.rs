@@ -20,14 +20,21 @@ pub fn read_reply(record: Option<&Record>, conflicts: ConflictMode) -> Reply {
         return Reply::Nil;
     };
     let now = now_ms();
-    let mut live = record.live(now);
-    match (live.next(), live.next()) {
-        (None, _) => Reply::Nil,
-        (Some(one), None) => Reply::bulk_or_nil(one.value.clone()),
-        (Some(_), Some(_)) if conflicts == ConflictMode::Lww => {
-            Reply::bulk_or_nil(record.lww_winner(now).and_then(|s| s.value.clone()))
-        }
-        (Some(_), Some(_)) => Reply::Array(record.live(now).map(|s| Reply::bulk_or_nil(s.value.clone())).collect()),
+    match Current::of(record, now, conflicts) {
+        Current::Missing => Reply::Nil,
+        Current::Value(one) => Reply::bulk_or_nil(one.value.clone()),
+        Current::Conflict(_) => Reply::Array(record.live(now).map(|s| Reply::bulk_or_nil(s.value.clone())).collect()),
+    }
+}
+
+/// The single live value (with its expiry) of a key, for read-only commands
+/// that need one (STRLEN, GETRANGE, TTL...): `-CONFLICT` on concurrent values.
+pub async fn single_sibling(ctx: &mut Ctx<'_>, key: &[u8]) -> CommandResult<Option<Sibling>> {
+    let record = ctx.node.coordinator.read(ctx.session.db, key).await?;
+    let conflicts = ctx.node.coordinator.local().conflicts();
+    match record {
+        Some(record) => Ok(Current::of(&record, now_ms(), conflicts).value()?.cloned()),
+        None => Ok(None),
     }
 }
 
@@ -326,15 +333,8 @@ pub async fn append(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
     .await
 }
 
-/// The single live value of a key for read-only commands that need one.
 async fn single_value(ctx: &mut Ctx<'_>, key: &[u8]) -> CommandResult<Option<Bytes>> {
-    let record = ctx.node.coordinator.read(ctx.session.db, key).await?;
-    let conflicts = ctx.node.coordinator.local().conflicts();
-    match read_reply(record.as_deref(), conflicts) {
-        Reply::Bulk(value) => Ok(Some(value)),
-        Reply::Array(values) => Err(CommandError::Conflict(values.len())),
-        _ => Ok(None),
-    }
+    Ok(single_sibling(ctx, key).await?.and_then(|s| s.value))
 }
 
 /// STRLEN key

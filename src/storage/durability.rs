@@ -54,9 +54,9 @@ impl Durability {
         durability
     }
 
-    /// Records that a write was applied; returns its sequence number.
-    pub fn note_write(&self) -> u64 {
-        self.written.fetch_add(1, Ordering::AcqRel) + 1
+    /// Records that a write was applied.
+    pub fn note_write(&self) {
+        self.written.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Sequence number of the newest applied write.
@@ -85,6 +85,16 @@ impl Durability {
         Ok(())
     }
 
+    /// Waits (briefly, so the thread notices shutdown) for a connection to
+    /// ask for a sync; true if one did.
+    fn take_request(&self) -> bool {
+        let mut wanted = self.wanted.lock();
+        if !*wanted {
+            self.wake.wait_for(&mut wanted, Duration::from_millis(200));
+        }
+        std::mem::take(&mut *wanted)
+    }
+
     /// Syncs everything now (shutdown, SAVE); errors are logged and returned.
     pub fn sync_now(&self) -> Result<(), super::StorageError> {
         let target = self.last_write();
@@ -98,42 +108,30 @@ impl Durability {
     }
 }
 
+/// The fsync thread. It holds the node only while working, so it ends
+/// when the node is gone.
 fn sync_loop(durability: std::sync::Weak<Durability>, mode: FsyncMode) {
     loop {
+        if mode != FsyncMode::Always {
+            std::thread::sleep(Duration::from_secs(1));
+        }
         let Some(d) = durability.upgrade() else {
             return;
         };
-        match mode {
-            FsyncMode::Always => {
-                let mut wanted = d.wanted.lock();
-                if !*wanted {
-                    // Timeout so the thread notices when the server is gone.
-                    d.wake.wait_for(&mut wanted, Duration::from_millis(200));
-                }
-                if !std::mem::take(&mut *wanted) {
-                    continue;
-                }
-            }
-            _ => {
-                drop(d);
-                std::thread::sleep(Duration::from_secs(1));
-                let Some(d2) = durability.upgrade() else {
-                    return;
-                };
-                if d2.last_write() <= *d2.synced.borrow() {
-                    continue;
-                }
-                if let Err(e) = d2.sync_now() {
-                    tracing::error!("fsync failed: {e}");
-                }
-                continue;
-            }
+        let due = match mode {
+            FsyncMode::Always => d.take_request(),
+            _ => d.last_write() > *d.synced.borrow(),
+        };
+        if !due {
+            continue;
         }
         if let Err(e) = d.sync_now() {
-            // Waiters keep waiting: nothing is acknowledged that is not on disk.
             tracing::error!("fsync failed, retrying: {e}");
-            *d.wanted.lock() = true;
-            std::thread::sleep(Duration::from_millis(100));
+            if mode == FsyncMode::Always {
+                // Waiters keep waiting: nothing is acknowledged that is not on disk.
+                *d.wanted.lock() = true;
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
     }
 }
