@@ -108,6 +108,8 @@ pub struct ServerConfig {
     pub threads: usize,
     /// Log filter, as `RUST_LOG` (error, warn, info, debug, trace).
     pub log_level: String,
+    /// Allows DEBUG (fault injection on the peer bus), like Redis's `enable-debug-command`.
+    pub enable_debug_command: bool,
 }
 
 impl Default for ServerConfig {
@@ -125,6 +127,7 @@ impl Default for ServerConfig {
             client_query_buffer_limit: 1024 * 1024 * 1024,
             threads: 0,
             log_level: "info".to_string(),
+            enable_debug_command: false,
         }
     }
 }
@@ -163,6 +166,28 @@ impl Default for StorageConfig {
     }
 }
 
+/// One node of a static cluster, as every member's config lists it.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MemberConfig {
+    /// The member's name: its `cluster.node_id`.
+    pub id: String,
+    /// `host:port` where clients reach its RESP port (CLUSTER SLOTS announces it).
+    pub address: String,
+    /// `host:port` of its peer bus.
+    pub peer: String,
+    /// Failure domain; preference lists span distinct zones first. "" = none.
+    #[serde(default)]
+    pub zone: String,
+    /// Tokens on the ring: its weight.
+    #[serde(default = "default_vnodes")]
+    pub vnodes: u32,
+}
+
+fn default_vnodes() -> u32 {
+    128
+}
+
 /// Versioning and replication settings (a single node is a cluster of one).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -171,8 +196,21 @@ pub struct ClusterConfig {
     pub node_id: String,
     /// How reads answer when a key holds concurrent values.
     pub conflicts: ConflictMode,
-    /// How long a delete's tombstone is kept so replicas can learn of it.
+    /// How long a delete's tombstone is kept so replicas can learn of it
+    /// (ignored by a node without members, which has no replicas to tell).
     pub tombstone_grace_secs: u64,
+    /// N: copies of every key.
+    pub replicas: usize,
+    /// R: replies a read waits for.
+    pub read_quorum: usize,
+    /// W: acknowledgements a write waits for.
+    pub write_quorum: usize,
+    /// Shared secret peers prove they know before the bus accepts them.
+    pub secret: String,
+    /// How long a coordinator waits for a peer, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// The static member list; empty means a cluster of one (N = R = W = 1).
+    pub members: Vec<MemberConfig>,
 }
 
 impl Default for ClusterConfig {
@@ -180,7 +218,29 @@ impl Default for ClusterConfig {
         ClusterConfig {
             node_id: String::new(),
             conflicts: ConflictMode::Siblings,
-            tombstone_grace_secs: 0,
+            tombstone_grace_secs: 86_400,
+            replicas: 3,
+            read_quorum: 2,
+            write_quorum: 2,
+            secret: String::new(),
+            request_timeout_ms: 2_000,
+            members: Vec::new(),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Whether this node has peers (otherwise N = R = W = 1, whatever is configured).
+    pub fn is_clustered(&self) -> bool {
+        !self.members.is_empty()
+    }
+
+    /// The effective (N, R, W).
+    pub fn quorums(&self) -> (usize, usize, usize) {
+        if self.is_clustered() {
+            (self.replicas, self.read_quorum, self.write_quorum)
+        } else {
+            (1, 1, 1)
         }
     }
 }
@@ -274,6 +334,24 @@ pub struct Cli {
     /// Seconds a delete's tombstone is kept [cluster.tombstone_grace_secs].
     #[arg(long)]
     pub tombstone_grace_secs: Option<u64>,
+    /// N, copies of every key [cluster.replicas, default 3].
+    #[arg(long)]
+    pub replicas: Option<usize>,
+    /// R, replies a read waits for [cluster.read_quorum, default 2].
+    #[arg(long)]
+    pub read_quorum: Option<usize>,
+    /// W, acknowledgements a write waits for [cluster.write_quorum, default 2].
+    #[arg(long)]
+    pub write_quorum: Option<usize>,
+    /// Secret peers must prove they know [cluster.secret].
+    #[arg(long, env = "RINGKV_CLUSTER_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    /// Milliseconds a coordinator waits for a peer [cluster.request_timeout_ms, default 2000].
+    #[arg(long)]
+    pub request_timeout_ms: Option<u64>,
+    /// Allow DEBUG ISOLATE/HEAL [server.enable_debug_command].
+    #[arg(long)]
+    pub enable_debug_command: Option<bool>,
 }
 
 impl Config {
@@ -319,6 +397,7 @@ impl Config {
         set(&mut s.client_query_buffer_limit, &cli.client_query_buffer_limit);
         set(&mut s.threads, &cli.threads);
         set(&mut s.log_level, &cli.log_level);
+        set(&mut s.enable_debug_command, &cli.enable_debug_command);
         let st = &mut self.storage;
         set(&mut st.engine, &cli.engine);
         set(&mut st.data_dir, &cli.data_dir);
@@ -331,6 +410,11 @@ impl Config {
         set(&mut c.node_id, &cli.node_id);
         set(&mut c.conflicts, &cli.conflicts);
         set(&mut c.tombstone_grace_secs, &cli.tombstone_grace_secs);
+        set(&mut c.replicas, &cli.replicas);
+        set(&mut c.read_quorum, &cli.read_quorum);
+        set(&mut c.write_quorum, &cli.write_quorum);
+        set(&mut c.secret, &cli.secret);
+        set(&mut c.request_timeout_ms, &cli.request_timeout_ms);
     }
 
     /// Refuses values the server could not run with, naming the key.
@@ -364,6 +448,80 @@ impl Config {
         }
         if self.storage.data_dir.as_os_str().is_empty() {
             return invalid("storage.data_dir", "must not be empty");
+        }
+        self.validate_cluster()
+    }
+
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        let c = &self.cluster;
+        for (key, value) in [
+            ("cluster.replicas", c.replicas),
+            ("cluster.read_quorum", c.read_quorum),
+            ("cluster.write_quorum", c.write_quorum),
+        ] {
+            if value == 0 {
+                return invalid(key, "must be at least 1".into());
+            }
+        }
+        if c.read_quorum > c.replicas {
+            return invalid(
+                "cluster.read_quorum",
+                format!("R = {} is above N = {} (cluster.replicas)", c.read_quorum, c.replicas),
+            );
+        }
+        if c.write_quorum > c.replicas {
+            return invalid(
+                "cluster.write_quorum",
+                format!("W = {} is above N = {} (cluster.replicas)", c.write_quorum, c.replicas),
+            );
+        }
+        if c.request_timeout_ms == 0 {
+            return invalid("cluster.request_timeout_ms", "must be at least 1".into());
+        }
+        if !c.is_clustered() {
+            return Ok(());
+        }
+        if c.replicas > c.members.len() {
+            return invalid(
+                "cluster.replicas",
+                format!("N = {} is above the {} members listed", c.replicas, c.members.len()),
+            );
+        }
+        if c.secret.is_empty() {
+            return invalid("cluster.secret", "must be set when members are listed".into());
+        }
+        if c.node_id.is_empty() {
+            return invalid(
+                "cluster.node_id",
+                "must name this node's entry in cluster.members".into(),
+            );
+        }
+        let mut seen = std::collections::HashSet::new();
+        for m in &c.members {
+            if m.id.is_empty() || m.id.contains(|ch: char| ch.is_whitespace() || ch.is_control()) {
+                return invalid(
+                    "cluster.members.id",
+                    format!("{:?} must be non-empty with no spaces", m.id),
+                );
+            }
+            if !seen.insert(m.id.as_str()) {
+                return invalid("cluster.members.id", format!("{} is listed twice", m.id));
+            }
+            if m.vnodes == 0 {
+                return invalid("cluster.members.vnodes", format!("{} must have at least 1", m.id));
+            }
+            for (key, addr) in [
+                ("cluster.members.address", &m.address),
+                ("cluster.members.peer", &m.peer),
+            ] {
+                if addr.parse::<std::net::SocketAddr>().is_err() {
+                    return invalid(key, format!("{addr:?} of {} is not ip:port", m.id));
+                }
+            }
+        }
+        if !seen.contains(c.node_id.as_str()) {
+            return invalid("cluster.node_id", format!("{} is not in cluster.members", c.node_id));
         }
         Ok(())
     }

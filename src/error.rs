@@ -83,6 +83,40 @@ pub enum CommandError {
     /// A write that would keep more concurrent values than the cap.
     #[error("CONFLICT too many concurrent values for this key ({0} max); resolve them with SET or VSET")]
     TooManySiblings(usize),
+    /// A write acknowledged by fewer than W replicas. Those that took it keep it.
+    #[error("NOQUORUM write reached {acked} of {needed} required replicas (W={needed}, N={replicas}); replicas that took it keep it")]
+    WriteQuorum {
+        /// Replicas (the coordinator included) that acknowledged.
+        acked: usize,
+        /// W.
+        needed: usize,
+        /// N.
+        replicas: usize,
+    },
+    /// A read answered by fewer than R replicas.
+    #[error("NOQUORUM read reached {answered} of {needed} required replicas (R={needed}, N={replicas})")]
+    ReadQuorum {
+        /// Replicas that answered.
+        answered: usize,
+        /// R.
+        needed: usize,
+        /// N.
+        replicas: usize,
+    },
+    /// No replica of the key could be reached to coordinate a write.
+    #[error("CLUSTERDOWN no replica of this key is reachable")]
+    NoReplica,
+    /// A forwarded command or cluster-wide operation failed on a peer.
+    #[error("TRYAGAIN node {node} did not answer: {reason}")]
+    Peer {
+        /// The member's name.
+        node: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Keys whose replicas share no node, in a command that must be atomic.
+    #[error("CROSSSLOT Keys in request don't hash to the same slot")]
+    CrossSlot,
     /// The storage engine failed; the write (if any) did not happen.
     #[error("ERR storage error: {0}")]
     Storage(#[from] StorageError),

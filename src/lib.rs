@@ -33,6 +33,7 @@ pub mod config;
 pub mod error;
 pub mod glob;
 pub mod identity;
+pub mod net;
 pub mod node;
 pub mod replica;
 pub mod server;

@@ -20,7 +20,7 @@ use crate::error::{CommandError, CommandResult};
 use crate::storage::{
     expiry_key, split_expiry_key, split_storage_key, storage_key, BatchOp, Durability, Engine, Space, StorageError,
 };
-use crate::version::{ActorId, Record, Sibling, WriteError, MAX_SIBLINGS};
+use crate::version::{ActorId, Record, Sibling, VersionVector, WriteError, MAX_SIBLINGS};
 
 /// Number of lock stripes; two keys share a lock with probability 1/4096.
 const LOCK_STRIPES: usize = 4096;
@@ -84,6 +84,16 @@ pub enum Mutation {
         value: Bytes,
         /// Absolute expiry, if any.
         expire_at_ms: Option<u64>,
+    },
+    /// Write a value superseding only the versions `context` covers (VSET):
+    /// versions the client had not seen stay as siblings.
+    PutAfter {
+        /// The new value.
+        value: Bytes,
+        /// Absolute expiry, if any.
+        expire_at_ms: Option<u64>,
+        /// The causal context the client read (a VGET token).
+        context: VersionVector,
     },
     /// Delete the key (a tombstone superseding everything it holds).
     Delete,
@@ -195,17 +205,52 @@ impl Replica {
         key: &[u8],
         decide: impl FnOnce(Current<'_>) -> CommandResult<(Mutation, T)>,
     ) -> CommandResult<T> {
+        self.update_returning(db, key, decide).map(|(out, _)| out)
+    }
+
+    /// [`Replica::update`], also returning the record written, if any, for
+    /// the coordinator to send to the other replicas.
+    pub fn update_returning<T>(
+        &self,
+        db: u8,
+        key: &[u8],
+        decide: impl FnOnce(Current<'_>) -> CommandResult<(Mutation, T)>,
+    ) -> CommandResult<(T, Option<Arc<Record>>)> {
         let stored = self.stored_key(db, key)?;
         let _guard = self.locks[Self::stripe(&stored)].lock();
         let now = now_ms();
         let mut record = self.load_mut(&stored)?;
         let (mutation, out) = decide(Current::of(&record, now, self.conflicts))?;
         let mut ops = Vec::with_capacity(3);
-        if self.apply_mutation(&mut record, &stored, mutation, now, &mut ops)? {
-            self.commit(ops)?;
-            self.cache_put(&stored, Some(record));
+        if !self.apply_mutation(&mut record, &stored, mutation, now, &mut ops)? {
+            return Ok((out, None));
         }
-        Ok(out)
+        self.commit(ops)?;
+        let record = Arc::new(record);
+        if let Some(cache) = &self.cache {
+            cache.put(&stored, Some(record.clone()));
+        }
+        Ok((out, Some(record)))
+    }
+
+    /// Merges another replica's copy of a key into this one (replication,
+    /// read repair). Returns true if this copy changed.
+    pub fn merge(&self, db: u8, key: &[u8], incoming: &Record) -> CommandResult<bool> {
+        let stored = self.stored_key(db, key)?;
+        let _guard = self.locks[Self::stripe(&stored)].lock();
+        let current = self.load(&stored)?;
+        let mut record = current.as_deref().cloned().unwrap_or_default();
+        let previous_expiry = record.next_expiry();
+        record.merge(incoming);
+        if current.as_deref() == Some(&record) || (current.is_none() && record.siblings.is_empty()) {
+            return Ok(false);
+        }
+        let mut ops = Vec::with_capacity(3);
+        Self::reindex(previous_expiry, &record, &stored, &mut ops);
+        ops.push(BatchOp::Put(Space::Records, stored.clone(), record.encode()));
+        self.commit(ops)?;
+        self.cache_put(&stored, Some(record));
+        Ok(true)
     }
 
     /// Read-modify-write of several keys at once, atomically on this node
@@ -216,7 +261,7 @@ impl Replica {
         db: u8,
         keys: &[&[u8]],
         decide: impl FnOnce(&[Current<'_>]) -> CommandResult<(Vec<Mutation>, T)>,
-    ) -> CommandResult<T> {
+    ) -> CommandResult<(T, Vec<Option<Arc<Record>>>)> {
         let stored = keys
             .iter()
             .map(|key| self.stored_key(db, key))
@@ -243,12 +288,19 @@ impl Replica {
             }
         }
         self.commit(ops)?;
+        let mut written = Vec::with_capacity(keys.len());
         for ((stored, record), changed) in stored.iter().zip(records).zip(changed) {
-            if changed {
-                self.cache_put(stored, Some(record));
+            if !changed {
+                written.push(None);
+                continue;
             }
+            let record = Arc::new(record);
+            if let Some(cache) = &self.cache {
+                cache.put(stored, Some(record.clone()));
+            }
+            written.push(Some(record));
         }
-        Ok(out)
+        Ok((out, written))
     }
 
     /// Applies `mutation` to `record` (a new dot superseding its whole context)
@@ -261,28 +313,41 @@ impl Replica {
         now: u64,
         ops: &mut Vec<BatchOp>,
     ) -> CommandResult<bool> {
-        let (value, expire_at_ms) = match mutation {
+        let (value, expire_at_ms, context) = match mutation {
             Mutation::Keep => return Ok(false),
-            Mutation::Put { value, expire_at_ms } => (Some(value), expire_at_ms),
+            Mutation::Put { value, expire_at_ms } => (Some(value), expire_at_ms, None),
+            Mutation::PutAfter {
+                value,
+                expire_at_ms,
+                context,
+            } => (Some(value), expire_at_ms, Some(context)),
             // Deleting what holds no value would only add a tombstone.
             Mutation::Delete if record.live(now).next().is_none() => return Ok(false),
-            Mutation::Delete => (None, Some(now + self.tombstone_grace_ms)),
+            Mutation::Delete => (None, Some(now + self.tombstone_grace_ms), None),
         };
         let previous_expiry = record.next_expiry();
-        record
-            .supersede(self.actor, value, expire_at_ms, now)
-            .map_err(|WriteError::TooManySiblings| CommandError::TooManySiblings(MAX_SIBLINGS))?;
-        let next_expiry = record.next_expiry();
-        if previous_expiry != next_expiry {
-            if let Some(at) = previous_expiry {
-                ops.push(BatchOp::Delete(Space::Expiry, expiry_key(at, stored)));
-            }
-            if let Some(at) = next_expiry {
-                ops.push(BatchOp::Put(Space::Expiry, expiry_key(at, stored), Vec::new()));
-            }
-        }
+        let written = match context {
+            None => record.supersede(self.actor, value, expire_at_ms, now),
+            Some(context) => record.write(self.actor, &context, value, expire_at_ms, now),
+        };
+        written.map_err(|WriteError::TooManySiblings| CommandError::TooManySiblings(MAX_SIBLINGS))?;
+        Self::reindex(previous_expiry, record, stored, ops);
         ops.push(BatchOp::Put(Space::Records, stored.to_vec(), record.encode()));
         Ok(true)
+    }
+
+    /// Queues the expiry-index changes for a record whose earliest expiry was `previous`.
+    fn reindex(previous: Option<u64>, record: &Record, stored: &[u8], ops: &mut Vec<BatchOp>) {
+        let next = record.next_expiry();
+        if previous == next {
+            return;
+        }
+        if let Some(at) = previous {
+            ops.push(BatchOp::Delete(Space::Expiry, expiry_key(at, stored)));
+        }
+        if let Some(at) = next {
+            ops.push(BatchOp::Put(Space::Expiry, expiry_key(at, stored), Vec::new()));
+        }
     }
 
     fn commit(&self, ops: Vec<BatchOp>) -> Result<(), StorageError> {

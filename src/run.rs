@@ -7,8 +7,11 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::cluster::coordinator::Coordinator;
+use crate::cluster::membership::Membership;
+use crate::cluster::service::PeerService;
 use crate::config::{Config, EngineKind};
 use crate::identity::{Identity, IdentityError};
+use crate::net::{Bus, BusConfig};
 use crate::node::Node;
 use crate::replica::Replica;
 use crate::server::accept_loop;
@@ -23,6 +26,9 @@ pub enum StartError {
     /// The storage engine could not open.
     #[error("cannot open storage: {0}")]
     Storage(#[from] StorageError),
+    /// The member list does not make a ring.
+    #[error("invalid cluster: {0}")]
+    Cluster(String),
     /// The port could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -55,7 +61,12 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         durability,
         identity.actor(),
         config.cluster.conflicts,
-        config.cluster.tombstone_grace_secs.saturating_mul(1000),
+        // A node without replicas has nobody to tell about a delete.
+        if config.cluster.is_clustered() {
+            config.cluster.tombstone_grace_secs.saturating_mul(1000)
+        } else {
+            0
+        },
         match config.storage.engine {
             EngineKind::Disk => (config.storage.record_cache_mb as usize).saturating_mul(1024 * 1024),
             EngineKind::Memory => 0,
@@ -80,7 +91,12 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         node_id = %identity.node_id,
         "ringkv ready to accept connections"
     );
-    let node = Node::new(config, identity, Coordinator::new(replica.clone()), local.port());
+    let (coordinator, service) = start_cluster(&config, &identity, &replica, local).await?;
+    let bus = coordinator.bus().cloned();
+    let node = Node::new(config, identity, coordinator, local.port());
+    if let Some(service) = service {
+        service.attach(&node);
+    }
     tokio::spawn(expiry_sweep(node.clone(), sweep_every));
     tokio::spawn(stop_on_signal(node.clone()));
     tokio::spawn(sample_memory(node.clone()));
@@ -92,9 +108,64 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     {
         tracing::warn!("clients still connected after {DRAIN_TIMEOUT:?}; closing anyway");
     }
+    if let Some(bus) = bus {
+        bus.stop();
+    }
     replica.durability().sync_now()?;
     tracing::info!("data synced; bye");
     Ok(())
+}
+
+/// The coordinator: a cluster of one without members; otherwise the ring
+/// and the peer bus, listening on this member's peer address.
+async fn start_cluster(
+    config: &Config,
+    identity: &Identity,
+    replica: &Arc<Replica>,
+    local: std::net::SocketAddr,
+) -> Result<(Coordinator, Option<Arc<PeerService>>), StartError> {
+    let cluster = &config.cluster;
+    if !cluster.is_clustered() {
+        let membership = Arc::new(Membership::single(&identity.node_id, local));
+        return Ok((Coordinator::single(replica.clone(), membership), None));
+    }
+    let membership =
+        Arc::new(Membership::from_config(cluster, &identity.node_id).map_err(|e| StartError::Cluster(e.to_string()))?);
+    let me = membership.member(membership.me()).peer;
+    let listener = TcpListener::bind(me).await.map_err(|source| StartError::Bind {
+        addr: me.to_string(),
+        source,
+    })?;
+    let service = PeerService::new(replica.clone());
+    let bus_config = BusConfig {
+        me: membership.me(),
+        names: membership.members().iter().map(|m| m.id.clone()).collect(),
+        addresses: membership.members().iter().map(|m| m.peer).collect(),
+        secret: cluster.secret.as_bytes().to_vec(),
+        // A record carries at most a few values of proto_max_bulk_len.
+        max_frame: usize::try_from(config.server.proto_max_bulk_len)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(4)
+            .saturating_add(1 << 20),
+        connect_timeout: Duration::from_millis(cluster.request_timeout_ms),
+    };
+    let bus = Bus::start(bus_config, listener, service.clone());
+    tracing::info!(
+        peer = %me,
+        members = membership.members().len(),
+        replicas = membership.ring().replicas(),
+        read_quorum = cluster.read_quorum,
+        write_quorum = cluster.write_quorum,
+        "peer bus listening"
+    );
+    let coordinator = Coordinator::clustered(
+        replica.clone(),
+        membership,
+        bus,
+        (cluster.read_quorum, cluster.write_quorum),
+        Duration::from_millis(cluster.request_timeout_ms),
+    );
+    Ok((coordinator, Some(service)))
 }
 
 async fn expiry_sweep(node: Arc<Node>, every: Duration) {

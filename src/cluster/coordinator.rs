@@ -1,26 +1,119 @@
 //! The coordinator: where a key operation runs and how many replicas must
-//! answer. Commands call only this, never a replica, so replication slots in
-//! here without touching them.
+//! answer. Commands call only this, never a replica or the bus.
 //!
-//! Today every node is a cluster of one (N = R = W = 1): every slot's
-//! preference list is this node, so each operation runs on the local replica.
-//! The methods are async because with N > 1 they wait for peers.
+//! - Reads run at the node the client asked: it asks every replica of the key,
+//!   answers once R have replied (merging their copies), and repairs the
+//!   stale or missing copies in the background once the rest have replied.
+//! - Writes run at the key's coordinator, the first reachable node of its
+//!   preference list (the command layer forwards them there). It first merges
+//!   R copies into its own (so a plain SET supersedes every acknowledged write
+//!   and INCR counts from the newest value), applies the change under the
+//!   key's lock, stores it, sends the new record to the other replicas in
+//!   parallel and answers after W acknowledgements.
+//!
+//! A node without members is a cluster of one: every path short-cuts to the
+//! local replica.
 
+use std::ops::RangeInclusive;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::error::CommandResult;
+use bytes::Bytes;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+
+use super::membership::Membership;
+use super::messages::{Forwarded, KeysAnswer, KeysQuery, PeerRequest, PeerResponse};
+use super::ring::MemberIndex;
+use super::service::PeerService;
+use super::slot::{key_slot, SLOTS};
+use crate::clock::now_ms;
+use crate::error::{CommandError, CommandResult};
+use crate::glob;
+use crate::net::{Bus, BusError};
+use crate::node::Stats;
 use crate::replica::{Current, Mutation, RecordVisitor, Replica};
+use crate::server::reply::Reply;
 use crate::version::Record;
+
+/// The database and the quorums one operation uses (a connection may
+/// override R and W with CONSISTENCY; 0 means the configured default).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Scope {
+    /// Selected database.
+    pub db: u8,
+    /// R override, 0 for the default.
+    pub read: u8,
+    /// W override, 0 for the default.
+    pub write: u8,
+}
+
+/// Where a write must run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// This node coordinates it.
+    Local,
+    /// Forward it to this member.
+    Remote(MemberIndex),
+}
+
+/// Counters for INFO's cluster section.
+#[derive(Debug, Default)]
+pub struct ClusterStats {
+    /// Commands forwarded to another coordinator.
+    pub forwarded: AtomicU64,
+    /// Copies sent to repair a stale or missing replica.
+    pub read_repairs: AtomicU64,
+    /// Operations refused for lack of a quorum.
+    pub quorum_failures: AtomicU64,
+}
+
+/// The peers of a clustered node.
+struct Peers {
+    bus: Arc<Bus<PeerService>>,
+    timeout: Duration,
+}
 
 /// Routes key operations to replicas and collects quorums.
 pub struct Coordinator {
     local: Arc<Replica>,
+    membership: Arc<Membership>,
+    peers: Option<Peers>,
+    read_quorum: usize,
+    write_quorum: usize,
+    /// INFO counters.
+    pub stats: Arc<ClusterStats>,
 }
 
 impl Coordinator {
-    /// A coordinator over the local replica.
-    pub fn new(local: Arc<Replica>) -> Coordinator {
-        Coordinator { local }
+    /// A cluster of one over the local replica.
+    pub fn single(local: Arc<Replica>, membership: Arc<Membership>) -> Coordinator {
+        Coordinator {
+            local,
+            membership,
+            peers: None,
+            read_quorum: 1,
+            write_quorum: 1,
+            stats: Arc::default(),
+        }
+    }
+
+    /// A clustered coordinator talking to its peers over `bus`.
+    pub fn clustered(
+        local: Arc<Replica>,
+        membership: Arc<Membership>,
+        bus: Arc<Bus<PeerService>>,
+        (read_quorum, write_quorum): (usize, usize),
+        timeout: Duration,
+    ) -> Coordinator {
+        Coordinator {
+            local,
+            membership,
+            peers: Some(Peers { bus, timeout }),
+            read_quorum,
+            write_quorum,
+            stats: Arc::default(),
+        }
     }
 
     /// The local replica (INFO, durability waits, expiry sweep).
@@ -28,38 +121,519 @@ impl Coordinator {
         &self.local
     }
 
-    /// The merged record of `key` from R replicas.
-    pub async fn read(&self, db: u8, key: &[u8]) -> CommandResult<Option<Arc<Record>>> {
-        self.local.read(db, key)
+    /// The members and the ring.
+    pub fn membership(&self) -> &Arc<Membership> {
+        &self.membership
     }
 
-    /// A read-modify-write of one key at its coordinating replica, acknowledged by W replicas.
+    /// The peer bus, if this node has peers.
+    pub fn bus(&self) -> Option<&Arc<Bus<PeerService>>> {
+        self.peers.as_ref().map(|p| &p.bus)
+    }
+
+    /// Whether this node has peers.
+    pub fn is_clustered(&self) -> bool {
+        self.peers.is_some()
+    }
+
+    /// The (R, W) an operation in `scope` waits for, capped at N.
+    pub fn quorums(&self, scope: Scope) -> (usize, usize) {
+        let n = self.membership.ring().replicas();
+        let pick = |over: u8, default: usize| if over == 0 { default } else { usize::from(over) };
+        (
+            pick(scope.read, self.read_quorum).min(n),
+            pick(scope.write, self.write_quorum).min(n),
+        )
+    }
+
+    /// Whether `member` can be talked to now (this node always can).
+    pub fn is_reachable(&self, member: MemberIndex) -> bool {
+        member == self.membership.me() || self.peers.as_ref().is_some_and(|p| p.bus.is_reachable(member))
+    }
+
+    /// The node that coordinates writes to `slot`: the first reachable one of its preference list.
+    pub fn coordinator_of(&self, slot: u16) -> Option<MemberIndex> {
+        let ring = self.membership.ring();
+        ring.preference_list(slot)
+            .iter()
+            .copied()
+            .find(|&m| self.is_reachable(m))
+    }
+
+    /// Where a write to `key` runs.
+    pub fn route(&self, key: &[u8]) -> CommandResult<Route> {
+        if self.peers.is_none() {
+            return Ok(Route::Local);
+        }
+        match self.coordinator_of(key_slot(key)) {
+            Some(m) if m == self.membership.me() => Ok(Route::Local),
+            Some(m) => Ok(Route::Remote(m)),
+            None => Err(CommandError::NoReplica),
+        }
+    }
+
+    /// The merged record of `key` from R replicas; stale replicas are repaired
+    /// in the background.
+    pub async fn read(&self, scope: Scope, key: &[u8]) -> CommandResult<Option<Arc<Record>>> {
+        let Some(peers) = &self.peers else {
+            return self.local.read(scope.db, key);
+        };
+        let ring = self.membership.ring();
+        let list = ring.preference_list(key_slot(key));
+        let me = self.membership.me();
+        let (need, _) = self.quorums(scope);
+        let local_replica = list.contains(&me);
+        if need == 1 && local_replica {
+            return self.local.read(scope.db, key);
+        }
+        let key = Bytes::copy_from_slice(key);
+        let mut pending = self.ask_copies(peers, list, scope.db, &key);
+        let mut copies: Vec<(MemberIndex, Option<Arc<Record>>)> = Vec::with_capacity(list.len());
+        if local_replica {
+            copies.push((me, self.local.read(scope.db, &key)?));
+        }
+        while copies.len() < need {
+            match pending.next().await {
+                Some((m, Some(copy))) => copies.push((m, copy)),
+                Some((_, None)) => {}
+                None => break,
+            }
+        }
+        let merged = merge_copies(&copies);
+        if copies.len() < need {
+            Stats::bump(&self.stats.quorum_failures);
+            return Err(CommandError::ReadQuorum {
+                answered: copies.len(),
+                needed: need,
+                replicas: list.len(),
+            });
+        }
+        self.repair_later(peers, scope.db, key, copies, pending);
+        Ok(merged)
+    }
+
+    /// Asks every other replica in `list` for its copy of `key`; each future
+    /// yields the member and its copy (`None` if it did not answer).
+    fn ask_copies(
+        &self,
+        peers: &Peers,
+        list: &[MemberIndex],
+        db: u8,
+        key: &Bytes,
+    ) -> FuturesUnordered<impl std::future::Future<Output = (MemberIndex, Option<Option<Arc<Record>>>)> + Send + 'static>
+    {
+        let me = self.membership.me();
+        list.iter()
+            .copied()
+            .filter(|&m| m != me)
+            .map(|m| {
+                let bus = peers.bus.clone();
+                let request = PeerRequest::Read { db, key: key.clone() };
+                let timeout = peers.timeout;
+                async move {
+                    let copy = match bus.call(m, request, timeout).await {
+                        Ok(PeerResponse::Record(None)) => Some(None),
+                        Ok(PeerResponse::Record(Some(bytes))) => Record::decode(&bytes).map(|r| Some(Arc::new(r))),
+                        Ok(_) | Err(_) => None,
+                    };
+                    (m, copy)
+                }
+            })
+            .collect()
+    }
+
+    /// Once the replicas still pending have answered, sends the merge of all
+    /// copies to every replica whose copy differs from it.
+    fn repair_later(
+        &self,
+        peers: &Peers,
+        db: u8,
+        key: Bytes,
+        mut copies: Vec<(MemberIndex, Option<Arc<Record>>)>,
+        mut pending: FuturesUnordered<
+            impl std::future::Future<Output = (MemberIndex, Option<Option<Arc<Record>>>)> + Send + 'static,
+        >,
+    ) {
+        let (bus, timeout, local, stats) = (peers.bus.clone(), peers.timeout, self.local.clone(), self.stats.clone());
+        let me = self.membership.me();
+        tokio::spawn(async move {
+            while let Some((m, copy)) = pending.next().await {
+                if let Some(copy) = copy {
+                    copies.push((m, copy));
+                }
+            }
+            let Some(merged) = merge_copies(&copies) else {
+                return;
+            };
+            let mut encoded = None;
+            for (m, copy) in copies {
+                if copy.as_deref() == Some(&*merged) {
+                    continue;
+                }
+                Stats::bump(&stats.read_repairs);
+                if m == me {
+                    if let Err(e) = local.merge(db, &key, &merged) {
+                        tracing::warn!("read repair of the local copy failed: {e}");
+                    }
+                    continue;
+                }
+                let record = encoded.get_or_insert_with(|| Bytes::from(merged.encode())).clone();
+                let request = PeerRequest::Merge {
+                    db,
+                    key: key.clone(),
+                    record,
+                };
+                if let Err(e) = bus.call(m, request, timeout).await {
+                    tracing::debug!("read repair of member {m} failed: {e}");
+                }
+            }
+        });
+    }
+
+    /// Merges R copies of `key` (this node's included) into the local one
+    /// before a write, so the write supersedes what a quorum has acknowledged.
+    async fn catch_up(&self, peers: &Peers, scope: Scope, list: &[MemberIndex], key: &[u8], need: usize) {
+        if need <= 1 {
+            return;
+        }
+        let key = Bytes::copy_from_slice(key);
+        let mut pending = self.ask_copies(peers, list, scope.db, &key);
+        let mut answered = 1;
+        while answered < need {
+            match pending.next().await {
+                Some((_, Some(copy))) => {
+                    answered += 1;
+                    if let Some(copy) = copy {
+                        if let Err(e) = self.local.merge(scope.db, &key, &copy) {
+                            tracing::warn!("merging a replica's copy before a write failed: {e}");
+                        }
+                    }
+                }
+                Some((_, None)) => {}
+                None => break,
+            }
+        }
+    }
+
+    /// A read-modify-write of one key at this node, its coordinator,
+    /// acknowledged by W replicas.
     pub async fn update<T>(
         &self,
-        db: u8,
+        scope: Scope,
         key: &[u8],
         decide: impl FnOnce(Current<'_>) -> CommandResult<(Mutation, T)>,
     ) -> CommandResult<T> {
-        self.local.update(db, key, decide)
+        let Some(peers) = &self.peers else {
+            return self.local.update(scope.db, key, decide);
+        };
+        let ring = self.membership.ring();
+        let list = ring.preference_list(key_slot(key));
+        if !list.contains(&self.membership.me()) {
+            return Err(CommandError::NoReplica);
+        }
+        let (read, write) = self.quorums(scope);
+        self.catch_up(peers, scope, list, key, read).await;
+        let (out, written) = self.local.update_returning(scope.db, key, decide)?;
+        if let Some(record) = written {
+            self.replicate(peers, scope.db, key, &record, list, write).await?;
+        }
+        Ok(out)
     }
 
-    /// A read-modify-write of several keys, atomic when they share a coordinator.
+    /// A read-modify-write of several keys, atomic on this node, which must
+    /// be a replica of all of them (RENAME, MSET and MSETNX within one
+    /// coordinator).
     pub async fn update_many<T>(
         &self,
-        db: u8,
+        scope: Scope,
         keys: &[&[u8]],
         decide: impl FnOnce(&[Current<'_>]) -> CommandResult<(Vec<Mutation>, T)>,
     ) -> CommandResult<T> {
-        self.local.update_many(db, keys, decide)
+        let Some(peers) = &self.peers else {
+            return self.local.update_many(scope.db, keys, decide).map(|(out, _)| out);
+        };
+        let ring = self.membership.ring();
+        let me = self.membership.me();
+        if keys.iter().any(|k| !ring.preference_list(key_slot(k)).contains(&me)) {
+            return Err(CommandError::CrossSlot);
+        }
+        let (read, write) = self.quorums(scope);
+        for key in keys {
+            self.catch_up(peers, scope, ring.preference_list(key_slot(key)), key, read)
+                .await;
+        }
+        let (out, written) = self.local.update_many(scope.db, keys, decide)?;
+        let mut failure = None;
+        for (key, record) in keys.iter().zip(written) {
+            if let Some(record) = record {
+                let list = ring.preference_list(key_slot(key));
+                if let Err(e) = self.replicate(peers, scope.db, key, &record, list, write).await {
+                    failure = Some(e);
+                }
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
     }
 
-    /// Visits every key of `db` once, in slot order from `from_slot`.
-    pub async fn scan(&self, db: u8, from_slot: u16, visit: &mut RecordVisitor<'_>) -> CommandResult<()> {
+    /// Sends a record this node wrote to the other replicas in `list`; Ok once
+    /// `write` replicas (this one included) hold it.
+    async fn replicate(
+        &self,
+        peers: &Peers,
+        db: u8,
+        key: &[u8],
+        record: &Record,
+        list: &[MemberIndex],
+        write: usize,
+    ) -> CommandResult<()> {
+        let me = self.membership.me();
+        let (key, encoded) = (Bytes::copy_from_slice(key), Bytes::from(record.encode()));
+        let mut acks: FuturesUnordered<_> = list
+            .iter()
+            .copied()
+            .filter(|&m| m != me)
+            .map(|m| {
+                let request = PeerRequest::Merge {
+                    db,
+                    key: key.clone(),
+                    record: encoded.clone(),
+                };
+                peers.bus.call(m, request, peers.timeout)
+            })
+            .collect();
+        let mut acked = 1;
+        while acked < write {
+            match acks.next().await {
+                Some(Ok(PeerResponse::Ack)) => acked += 1,
+                Some(_) => {}
+                None => break,
+            }
+        }
+        if acked < write {
+            Stats::bump(&self.stats.quorum_failures);
+            return Err(CommandError::WriteQuorum {
+                acked,
+                needed: write,
+                replicas: list.len(),
+            });
+        }
+        // The rest were sent already; their answers are not awaited.
+        Ok(())
+    }
+
+    /// Runs a command at another member, as coordinator of its keys.
+    pub async fn forward(&self, to: MemberIndex, command: Forwarded) -> CommandResult<Reply> {
+        let Some(peers) = &self.peers else {
+            return Err(CommandError::NoReplica);
+        };
+        Stats::bump(&self.stats.forwarded);
+        // The coordinator waits for its own peers first.
+        let timeout = peers.timeout * 2;
+        match peers.bus.call(to, PeerRequest::Forward(command), timeout).await {
+            Ok(PeerResponse::Reply(reply)) => Ok(reply.into()),
+            Ok(PeerResponse::Error(e)) => Ok(Reply::Error(e)),
+            Ok(_) => Err(self.peer_error(to, "unexpected response")),
+            Err(e) => Err(self.peer_error(to, &bus_reason(&e))),
+        }
+    }
+
+    fn peer_error(&self, member: MemberIndex, reason: &str) -> CommandError {
+        CommandError::Peer {
+            node: self.membership.member(member).id.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Which member answers for each slot in cluster-wide key listings: the
+    /// first reachable replica, so each key is listed once.
+    fn slot_owners(&self) -> CommandResult<Vec<MemberIndex>> {
+        (0..SLOTS)
+            .map(|slot| self.coordinator_of(slot).ok_or(CommandError::NoReplica))
+            .collect()
+    }
+
+    /// Live keys of `db` across the cluster, in `slots` (SCAN, KEYS,
+    /// DBSIZE, RANDOMKEY). Each key is listed by one node only. Stops after
+    /// the slot in which `limit` keys were reached (0: no limit); returns the
+    /// slot to resume from, if any.
+    pub async fn keys(
+        &self,
+        db: u8,
+        slots: RangeInclusive<u16>,
+        pattern: Option<Bytes>,
+        limit: usize,
+        count_only: bool,
+    ) -> CommandResult<KeysAnswer> {
+        let owners = self.slot_owners()?;
+        let mut answer = KeysAnswer::default();
+        let (mut slot, end) = (*slots.start(), (*slots.end()).min(SLOTS - 1));
+        while slot <= end {
+            // The run of slots from `slot` that one member answers for.
+            let owner = owners[usize::from(slot)];
+            let mut last = slot;
+            while last < end && owners[usize::from(last + 1)] == owner {
+                last += 1;
+            }
+            let mut mine = vec![0u8; usize::from(SLOTS) / 8];
+            for s in slot..=last {
+                mine[usize::from(s) / 8] |= 1 << (s % 8);
+            }
+            let query = KeysQuery {
+                db,
+                first: slot,
+                last,
+                mine: Bytes::from(mine),
+                pattern: pattern.clone(),
+                limit: if limit == 0 {
+                    0
+                } else {
+                    limit.saturating_sub(answer.keys.len()).max(1)
+                },
+                count_only,
+            };
+            let part = self.keys_at(owner, query).await?;
+            answer.count += part.count;
+            answer.keys.extend(part.keys);
+            if let Some(resume) = part.resume {
+                answer.resume = Some(resume);
+                return Ok(answer);
+            }
+            if last >= end {
+                break;
+            }
+            slot = last + 1;
+            if limit != 0 && answer.keys.len() >= limit {
+                answer.resume = Some(slot);
+                return Ok(answer);
+            }
+        }
+        Ok(answer)
+    }
+
+    async fn keys_at(&self, member: MemberIndex, query: KeysQuery) -> CommandResult<KeysAnswer> {
+        let peers = match &self.peers {
+            Some(peers) if member != self.membership.me() => peers,
+            _ => return answer_keys(&self.local, &query),
+        };
+        match peers.bus.call(member, PeerRequest::Keys(query), peers.timeout).await {
+            Ok(PeerResponse::Keys(answer)) => Ok(answer),
+            Ok(PeerResponse::Error(e)) => Err(self.peer_error(member, &e)),
+            Ok(_) => Err(self.peer_error(member, "unexpected response")),
+            Err(e) => Err(self.peer_error(member, &bus_reason(&e))),
+        }
+    }
+
+    /// Visits this node's records of `db` from `from_slot` on (INFO keyspace).
+    pub async fn scan_local(&self, db: u8, from_slot: u16, visit: &mut RecordVisitor<'_>) -> CommandResult<()> {
         self.local.scan(db, from_slot, visit)
     }
 
-    /// FLUSHDB (`Some(db)`) or FLUSHALL (`None`) on every node.
+    /// FLUSHDB (`Some(db)`) or FLUSHALL (`None`) on every node. Refused
+    /// unless every member is reachable, so no node keeps keys the others
+    /// dropped (read repair would bring them back).
     pub async fn flush(&self, db: Option<u8>) -> CommandResult<()> {
-        self.local.flush(db)
+        let Some(peers) = &self.peers else {
+            return self.local.flush(db);
+        };
+        let me = self.membership.me();
+        let others: Vec<MemberIndex> = (0..self.membership.members().len() as MemberIndex)
+            .filter(|&m| m != me)
+            .collect();
+        if let Some(&down) = others.iter().find(|&&m| !self.is_reachable(m)) {
+            return Err(self.peer_error(down, "unreachable; FLUSHDB and FLUSHALL need every node"));
+        }
+        self.local.flush(db)?;
+        let calls = others.iter().map(|&m| async move {
+            let answer = peers.bus.call(m, PeerRequest::Flush { db }, peers.timeout).await;
+            (m, answer)
+        });
+        for (m, answer) in futures_util::future::join_all(calls).await {
+            match answer {
+                Ok(PeerResponse::Ack) => {}
+                Ok(PeerResponse::Error(e)) => return Err(self.peer_error(m, &e)),
+                Ok(_) => return Err(self.peer_error(m, "unexpected response")),
+                Err(e) => return Err(self.peer_error(m, &bus_reason(&e))),
+            }
+        }
+        Ok(())
     }
+}
+
+/// The merge of the copies that exist; `None` if no replica holds the key.
+fn merge_copies(copies: &[(MemberIndex, Option<Arc<Record>>)]) -> Option<Arc<Record>> {
+    let mut merged: Option<Arc<Record>> = None;
+    for (_, copy) in copies {
+        let Some(copy) = copy else { continue };
+        match &mut merged {
+            None => merged = Some(copy.clone()),
+            Some(acc) if **acc == **copy => {}
+            Some(acc) => Arc::make_mut(acc).merge(copy),
+        }
+    }
+    merged
+}
+
+fn bus_reason(e: &BusError) -> String {
+    e.to_string()
+}
+
+/// Answers a [`KeysQuery`] from the local replica (for this node or a peer).
+pub fn answer_keys(replica: &Replica, query: &KeysQuery) -> CommandResult<KeysAnswer> {
+    let now = now_ms();
+    let mine = |slot: u16| {
+        query
+            .mine
+            .get(usize::from(slot) / 8)
+            .is_some_and(|byte| byte & (1 << (slot % 8)) != 0)
+    };
+    let mut answer = KeysAnswer::default();
+    let mut slot = query.first;
+    while slot <= query.last && slot < SLOTS {
+        if !mine(slot) {
+            slot += 1;
+            continue;
+        }
+        let mut end = slot;
+        while end < query.last && mine(end + 1) {
+            end += 1;
+        }
+        let mut current = slot;
+        let mut resume = None;
+        replica.scan(query.db, slot, &mut |at, key, record| {
+            if at > end {
+                return std::ops::ControlFlow::Break(());
+            }
+            if at != current {
+                if query.limit != 0 && answer.count as usize >= query.limit {
+                    resume = Some(at);
+                    return std::ops::ControlFlow::Break(());
+                }
+                current = at;
+            }
+            let wanted = query.pattern.as_ref().is_none_or(|p| glob::matches(p, key, false));
+            if wanted && record.live(now).next().is_some() {
+                answer.count += 1;
+                if !query.count_only {
+                    answer.keys.push(Bytes::copy_from_slice(key));
+                }
+            }
+            std::ops::ControlFlow::Continue(())
+        })?;
+        if resume.is_some() {
+            answer.resume = resume;
+            return Ok(answer);
+        }
+        if end == u16::MAX || end + 1 > query.last {
+            break;
+        }
+        slot = end + 1;
+        if query.limit != 0 && answer.count as usize >= query.limit {
+            answer.resume = Some(slot);
+            return Ok(answer);
+        }
+    }
+    Ok(answer)
 }

@@ -1,5 +1,9 @@
-//! Cluster concerns: where a key lives (slots, later the ring) and how an
-//! operation reaches its replicas (the coordinator).
+//! Cluster concerns: where a key lives (slots, the ring), who the members are,
+//! and how an operation reaches its replicas (the coordinator).
 
 pub mod coordinator;
+pub mod membership;
+pub mod messages;
+pub mod ring;
+pub mod service;
 pub mod slot;

@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use super::{command_name, is, parse_i64, Ctx};
 use crate::clock::now_ms;
+use crate::cluster::coordinator::Scope;
 use crate::error::{CommandError, CommandResult};
 use crate::server::clients::ClientHandle;
 use crate::server::reply::Reply;
@@ -143,7 +144,8 @@ fn valid_name(name: &[u8]) -> CommandResult<String> {
 }
 
 /// One CLIENT LIST / CLIENT INFO line, in Redis's field order.
-fn client_line(client: &ClientHandle, out: &mut String) {
+fn client_line(client: &ClientHandle, defaults: (usize, usize), out: &mut String) {
+    let effective = |over: u8, default: usize| if over == 0 { default } else { usize::from(over) };
     let now = now_ms();
     let names = client.names.lock().clone();
     let cmd = command_name(client.last_cmd.load(Ordering::Relaxed));
@@ -151,7 +153,7 @@ fn client_line(client: &ClientHandle, out: &mut String) {
         out,
         "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags=N db={} sub=0 psub=0 ssub=0 multi=-1 \
          qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r \
-         cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
+         cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={} read-quorum={} write-quorum={}",
         client.id,
         client.addr,
         client.laddr,
@@ -163,6 +165,8 @@ fn client_line(client: &ClientHandle, out: &mut String) {
         client.resp.load(Ordering::Relaxed),
         names.lib_name,
         names.lib_ver,
+        effective(client.read_quorum.load(Ordering::Relaxed), defaults.0),
+        effective(client.write_quorum.load(Ordering::Relaxed), defaults.1),
     );
 }
 
@@ -200,6 +204,7 @@ pub fn client(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
         }
     };
     let handle = &ctx.session.handle;
+    let defaults = ctx.node.coordinator.quorums(Scope::default());
     match sub.as_str() {
         "id" => {
             arity(2)?;
@@ -243,7 +248,7 @@ pub fn client(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
         "info" => {
             arity(2)?;
             let mut line = String::new();
-            client_line(handle, &mut line);
+            client_line(handle, defaults, &mut line);
             Ok(Reply::Verbatim(line))
         }
         "list" => {
@@ -280,7 +285,7 @@ pub fn client(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
             let mut text = String::new();
             for client in ctx.node.clients.all() {
                 if normal && ids.as_ref().is_none_or(|ids| ids.contains(&client.id)) {
-                    client_line(&client, &mut text);
+                    client_line(&client, defaults, &mut text);
                 }
             }
             Ok(Reply::Verbatim(text))

@@ -4,42 +4,44 @@
 //! whole slots, so a key present for the whole iteration is returned exactly
 //! once, and the same cursor will walk the ring when keys span nodes.
 
-use std::ops::ControlFlow;
-
 use bytes::Bytes;
+use futures_util::future::join_all;
 
 use super::strings::single_sibling;
 use super::{is, parse_i64, Ctx};
 use crate::clock::now_ms;
 use crate::cluster::slot::SLOTS;
 use crate::error::{CommandError, CommandResult};
-use crate::glob;
 use crate::replica::{Current, Mutation};
 use crate::server::reply::Reply;
 
-/// DEL / UNLINK key [key ...]: how many keys held a value.
+/// DEL / UNLINK key [key ...]: how many keys held a value. The keys share a
+/// coordinator here (the command layer splits the others off), so they are
+/// deleted in parallel.
 pub async fn del(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
+    let scope = ctx.scope();
+    let coordinator = &ctx.node.coordinator;
+    let deletes = argv[1..].iter().map(|key| {
+        coordinator.update(scope, key, |current| match current {
+            Current::Missing => Ok((Mutation::Keep, 0)),
+            _ => Ok((Mutation::Delete, 1)),
+        })
+    });
     let mut deleted = 0;
-    for key in &argv[1..] {
-        deleted += ctx
-            .node
-            .coordinator
-            .update(ctx.session.db, key, |current| match current {
-                Current::Missing => Ok((Mutation::Keep, 0)),
-                _ => Ok((Mutation::Delete, 1)),
-            })
-            .await?;
+    for result in join_all(deletes).await {
+        deleted += result?;
     }
     Ok(Reply::Int(deleted))
 }
 
-/// EXISTS / TOUCH key [key ...]: a key named twice counts twice.
+/// EXISTS / TOUCH key [key ...]: a key named twice counts twice. Reads in parallel.
 pub async fn exists(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
     let now = now_ms();
+    let scope = ctx.scope();
+    let reads = argv[1..].iter().map(|key| ctx.node.coordinator.read(scope, key));
     let mut found = 0;
-    for key in &argv[1..] {
-        let record = ctx.node.coordinator.read(ctx.session.db, key).await?;
-        if record.is_some_and(|r| r.live(now).next().is_some()) {
+    for record in join_all(reads).await {
+        if record?.is_some_and(|r| r.live(now).next().is_some()) {
             found += 1;
         }
     }
@@ -48,27 +50,20 @@ pub async fn exists(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
 
 /// TYPE key: ringkv stores strings only.
 pub async fn type_of(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
-    let record = ctx.node.coordinator.read(ctx.session.db, &argv[1]).await?;
+    let record = ctx.node.coordinator.read(ctx.scope(), &argv[1]).await?;
     let live = record.is_some_and(|r| r.live(now_ms()).next().is_some());
     Ok(Reply::Status(if live { "string" } else { "none" }))
 }
 
-/// KEYS pattern
+/// KEYS pattern: every live key of the cluster, each once.
 pub async fn keys(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
-    let pattern = &argv[1];
-    let all = pattern.as_ref() == b"*";
-    let now = now_ms();
-    let mut keys = Vec::new();
-    ctx.node
+    let pattern = Some(argv[1].clone()).filter(|p| p.as_ref() != b"*");
+    let answer = ctx
+        .node
         .coordinator
-        .scan(ctx.session.db, 0, &mut |_, key, record| {
-            if (all || glob::matches(pattern, key, false)) && record.live(now).next().is_some() {
-                keys.push(Reply::Bulk(Bytes::copy_from_slice(key)));
-            }
-            ControlFlow::Continue(())
-        })
+        .keys(ctx.session.db, 0..=SLOTS - 1, pattern, 0, false)
         .await?;
-    Ok(Reply::Array(keys))
+    Ok(Reply::Array(answer.keys.into_iter().map(Reply::Bulk).collect()))
 }
 
 /// SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]
@@ -95,55 +90,35 @@ pub async fn scan(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
         }
         i += 2;
     }
-    if cursor >= u64::from(SLOTS) {
+    if cursor >= u64::from(SLOTS) || !type_ok {
         return Ok(scan_reply(0, Vec::new()));
     }
-    let now = now_ms();
-    let mut keys = Vec::new();
-    let mut current = cursor as u16;
-    let mut resume = None;
-    ctx.node
+    let answer = ctx
+        .node
         .coordinator
-        .scan(ctx.session.db, cursor as u16, &mut |slot, key, record| {
-            if slot != current {
-                if keys.len() >= count {
-                    resume = Some(slot);
-                    return ControlFlow::Break(());
-                }
-                current = slot;
-            }
-            let wanted = type_ok && pattern.as_ref().is_none_or(|p| glob::matches(p, key, false));
-            if wanted && record.live(now).next().is_some() {
-                keys.push(Reply::Bulk(Bytes::copy_from_slice(key)));
-            }
-            ControlFlow::Continue(())
-        })
+        .keys(ctx.session.db, cursor as u16..=SLOTS - 1, pattern, count, false)
         .await?;
-    Ok(scan_reply(resume.map_or(0, u64::from), keys))
+    let keys = answer.keys.into_iter().map(Reply::Bulk).collect();
+    Ok(scan_reply(answer.resume.map_or(0, u64::from), keys))
 }
 
 fn scan_reply(cursor: u64, keys: Vec<Reply>) -> Reply {
     Reply::Array(vec![Reply::bulk_string(cursor.to_string()), Reply::Array(keys)])
 }
 
-/// RANDOMKEY: the first live key at or after a random slot, wrapping around.
+/// RANDOMKEY: a live key of the first slot at or after a random one that has
+/// any, wrapping around.
 pub async fn randomkey(ctx: &mut Ctx<'_>) -> CommandResult<Reply> {
     let start = rand::random_range(0..SLOTS);
-    let now = now_ms();
     for from in [start, 0] {
-        let mut found = None;
-        ctx.node
+        let answer = ctx
+            .node
             .coordinator
-            .scan(ctx.session.db, from, &mut |_, key, record| {
-                if record.live(now).next().is_some() {
-                    found = Some(Bytes::copy_from_slice(key));
-                    return ControlFlow::Break(());
-                }
-                ControlFlow::Continue(())
-            })
+            .keys(ctx.session.db, from..=SLOTS - 1, None, 1, false)
             .await?;
-        if let Some(key) = found {
-            return Ok(Reply::Bulk(key));
+        if !answer.keys.is_empty() {
+            let pick = rand::random_range(0..answer.keys.len());
+            return Ok(Reply::Bulk(answer.keys[pick].clone()));
         }
     }
     Ok(Reply::Nil)
@@ -154,7 +129,7 @@ pub async fn rename(ctx: &mut Ctx<'_>, argv: &[Bytes], only_new: bool) -> Comman
     let (src, dst) = (&argv[1][..], &argv[2][..]);
     ctx.node
         .coordinator
-        .update_many(ctx.session.db, &[src, dst], |current| {
+        .update_many(ctx.scope(), &[src, dst], |current| {
             let source = current[0].value()?.ok_or(CommandError::NoSuchKey)?;
             let done = if only_new { Reply::Int(1) } else { Reply::Ok };
             if src == dst {
@@ -211,7 +186,7 @@ pub async fn expire(ctx: &mut Ctx<'_>, argv: &[Bytes], name: &str, unit: u64, ab
     };
     ctx.node
         .coordinator
-        .update(ctx.session.db, &argv[1], |current| {
+        .update(ctx.scope(), &argv[1], |current| {
             let Some(sibling) = current.value()? else {
                 return Ok((Mutation::Keep, Reply::Int(0)));
             };
@@ -272,7 +247,7 @@ pub async fn ttl(ctx: &mut Ctx<'_>, argv: &[Bytes], kind: TtlKind) -> CommandRes
 pub async fn persist(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
     ctx.node
         .coordinator
-        .update(ctx.session.db, &argv[1], |current| match current.value()? {
+        .update(ctx.scope(), &argv[1], |current| match current.value()? {
             Some(sibling) if sibling.expire_at_ms.is_some() => {
                 let put = Mutation::Put {
                     value: sibling.value.clone().unwrap_or_default(),

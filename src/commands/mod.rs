@@ -2,8 +2,10 @@
 //! handler, checked in the same order as Redis (unknown command, auth, arity).
 //! Handlers live in one file per command family.
 
+mod cluster;
 mod connection;
 mod keyspace;
+mod route;
 mod server;
 mod strings;
 
@@ -12,8 +14,11 @@ use std::sync::Arc;
 use ahash::AHashMap;
 use bytes::Bytes;
 
+use crate::cluster::coordinator::Scope;
+use crate::cluster::messages::Forwarded;
 use crate::error::{CommandError, CommandResult};
 use crate::node::{Node, Stats};
+use crate::server::clients::ClientHandle;
 use crate::server::connection::Session;
 use crate::server::reply::Reply;
 
@@ -109,6 +114,12 @@ pub enum Cmd {
     Ttl,
     Pttl,
     Persist,
+    // versions and cluster
+    Vget,
+    Vset,
+    Consistency,
+    Cluster,
+    Debug,
 }
 
 /// One row of the command table.
@@ -211,6 +222,11 @@ pub static COMMANDS: &[Spec] = &[
     spec!("ttl", 2, READONLY | FAST, KEY1, "generic", "1.0.0", Ttl, "Returns the expiration time in seconds of a key."),
     spec!("pttl", 2, READONLY | FAST, KEY1, "generic", "2.6.0", Pttl, "Returns the expiration time in milliseconds of a key."),
     spec!("persist", 2, WRITE | FAST, KEY1, "generic", "2.2.0", Persist, "Removes the expiration time of a key."),
+    spec!("vget", 2, READONLY | FAST, KEY1, "string", "0.1.0", Vget, "Returns a key's causal context token and all its concurrent values."),
+    spec!("vset", -4, WRITE | DENYOOM, KEY1, "string", "0.1.0", Vset, "Sets a value superseding exactly the versions a VGET context token covers."),
+    spec!("consistency", -1, FAST | STALE, NOKEY, "connection", "0.1.0", Consistency, "Shows or sets this connection's read and write quorums."),
+    spec!("cluster", -2, STALE, NOKEY, "cluster", "3.0.0", Cluster, "A container for Redis Cluster commands."),
+    spec!("debug", -2, ADMIN | STALE, NOKEY, "server", "1.0.0", Debug, "Debugging commands: ISOLATE and HEAL cut and mend links to peers."),
 ];
 
 /// Subcommands of container commands, as CLIENT LIST's `cmd=` shows them.
@@ -232,11 +248,22 @@ static SUBCOMMANDS: &[&str] = &[
     "command|info",
     "command|docs",
     "command|help",
+    "cluster|info",
+    "cluster|myid",
+    "cluster|nodes",
+    "cluster|slots",
+    "cluster|shards",
+    "cluster|keyslot",
+    "cluster|countkeysinslot",
+    "cluster|getkeysinslot",
+    "cluster|ring",
+    "cluster|preflist",
+    "cluster|help",
 ];
 
 /// The last-command index for `spec`'s subcommand `sub`, if it has one.
 fn subcommand(spec: &Spec, sub: &[u8]) -> Option<usize> {
-    if !matches!(spec.cmd, Cmd::Client | Cmd::Config | Cmd::Command) {
+    if !matches!(spec.cmd, Cmd::Client | Cmd::Config | Cmd::Command | Cmd::Cluster) {
         return None;
     }
     SUBCOMMANDS
@@ -287,6 +314,17 @@ pub struct Ctx<'a> {
     pub session: &'a mut Session,
 }
 
+impl Ctx<'_> {
+    /// The database and quorums key operations of this connection use.
+    pub fn scope(&self) -> Scope {
+        Scope {
+            db: self.session.db,
+            read: self.session.read_quorum,
+            write: self.session.write_quorum,
+        }
+    }
+}
+
 /// Runs one request. `None` means send nothing (SHUTDOWN closes silently).
 pub async fn execute(node: &Arc<Node>, session: &mut Session, argv: Vec<Bytes>) -> Option<Reply> {
     let Some(index) = lookup(&argv[0]) else {
@@ -310,12 +348,43 @@ pub async fn execute(node: &Arc<Node>, session: &mut Session, argv: Vec<Bytes>) 
     }
     if spec.flags & WRITE != 0 {
         session.wrote = true;
+        if !session.forwarded && spec.keys != NOKEY && node.coordinator.is_clustered() {
+            let routed = match route::plan(node, spec, &argv) {
+                Ok(route::Plan::Here) => None,
+                Ok(route::Plan::Forward(to)) => Some(route::forward(node, session, to, argv.clone()).await),
+                Ok(route::Plan::Split) => Some(route::split(node, session, spec.cmd, &argv).await),
+                Err(e) => Some(Err(e)),
+            };
+            if let Some(reply) = routed {
+                return Some(reply.unwrap_or_else(Reply::from));
+            }
+        }
     }
     let mut ctx = Ctx { node, session };
     match run(spec.cmd, &mut ctx, &argv).await {
         Ok(reply) => reply,
         Err(e) => Some(e.into()),
     }
+}
+
+/// Runs a command a peer forwarded to this node as its keys' coordinator.
+/// Only keyed writes are forwarded; anything else is refused.
+pub async fn execute_forwarded(node: &Arc<Node>, command: Forwarded) -> Reply {
+    let keyed_write = command
+        .argv
+        .first()
+        .and_then(|name| lookup(name))
+        .is_some_and(|i| COMMANDS[i].flags & WRITE != 0 && COMMANDS[i].keys != NOKEY);
+    if !keyed_write {
+        return Reply::Error("ERR only keyed writes can be forwarded".into());
+    }
+    let mut session = Session::new(ClientHandle::detached(), true);
+    session.db = command.db;
+    session.resp = command.resp;
+    session.read_quorum = command.read_quorum;
+    session.write_quorum = command.write_quorum;
+    session.forwarded = true;
+    execute(node, &mut session, command.argv).await.unwrap_or(Reply::Nil)
 }
 
 async fn run(cmd: Cmd, ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Option<Reply>> {
@@ -378,6 +447,11 @@ async fn run(cmd: Cmd, ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Optio
         Cmd::Ttl => keyspace::ttl(ctx, argv, keyspace::TtlKind::Remaining { unit: 1000 }).await,
         Cmd::Pttl => keyspace::ttl(ctx, argv, keyspace::TtlKind::Remaining { unit: 1 }).await,
         Cmd::Persist => keyspace::persist(ctx, argv).await,
+        Cmd::Vget => strings::vget(ctx, argv).await,
+        Cmd::Vset => strings::vset(ctx, argv).await,
+        Cmd::Consistency => cluster::consistency(ctx, argv),
+        Cmd::Cluster => cluster::cluster(ctx, argv).await,
+        Cmd::Debug => cluster::debug(ctx, argv),
     };
     reply.map(Some)
 }

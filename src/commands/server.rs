@@ -10,6 +10,7 @@ use bytes::Bytes;
 use super::connection::{help, REDIS_VERSION};
 use super::{flag, is, parse_i64, Ctx, Spec, COMMANDS};
 use crate::clock::{now_ms, now_us};
+use crate::cluster::slot::SLOTS;
 use crate::config::EngineKind;
 use crate::error::{CommandError, CommandResult};
 use crate::glob;
@@ -134,7 +135,7 @@ async fn keyspace_counts(ctx: &mut Ctx<'_>) -> CommandResult<Vec<(u8, u64, u64)>
         let (mut keys, mut expires) = (0u64, 0u64);
         ctx.node
             .coordinator
-            .scan(db, 0, &mut |_, _, record| {
+            .scan_local(db, 0, &mut |_, _, record| {
                 let mut live = record.live(now).peekable();
                 if live.peek().is_some() {
                     keys += 1;
@@ -230,7 +231,15 @@ pub async fn info(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
     }
     if want("cluster") {
         // Clients (redis-py among them) read this to pick their cluster mode.
-        text.push_str("# Cluster\r\ncluster_enabled:0\r\n\r\n");
+        // ringkv never answers MOVED, so plain clients stay plain: cluster_enabled:0.
+        let members = node.coordinator.membership().members().len();
+        let (read, write) = node.coordinator.quorums(Default::default());
+        let replicas = node.coordinator.membership().ring().replicas();
+        let _ = write!(
+            text,
+            "# Cluster\r\ncluster_enabled:0\r\nringkv_members:{members}\r\nringkv_replicas:{replicas}\r\n\
+             ringkv_read_quorum:{read}\r\nringkv_write_quorum:{write}\r\n\r\n"
+        );
     }
     if want("keyspace") {
         text.push_str("# Keyspace\r\n");
@@ -372,18 +381,9 @@ pub fn config(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
 
 /// DBSIZE: live keys in the selected database.
 pub async fn dbsize(ctx: &mut Ctx<'_>) -> CommandResult<Reply> {
-    let now = now_ms();
-    let mut keys = 0;
-    ctx.node
-        .coordinator
-        .scan(ctx.session.db, 0, &mut |_, _, record| {
-            if record.live(now).next().is_some() {
-                keys += 1;
-            }
-            ControlFlow::Continue(())
-        })
-        .await?;
-    Ok(Reply::Int(keys))
+    let coordinator = &ctx.node.coordinator;
+    let answer = coordinator.keys(ctx.session.db, 0..=SLOTS - 1, None, 0, true).await?;
+    Ok(Reply::Int(answer.count as i64))
 }
 
 /// FLUSHDB / FLUSHALL [ASYNC | SYNC]

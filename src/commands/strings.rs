@@ -4,6 +4,7 @@
 //! on concurrent values rather than guess.
 
 use bytes::{Bytes, BytesMut};
+use futures_util::future::join_all;
 
 use super::{is, parse_f64, parse_i64, Ctx};
 use crate::clock::now_ms;
@@ -12,7 +13,7 @@ use crate::error::{CommandError, CommandResult};
 use crate::node::Stats;
 use crate::replica::{Current, Mutation};
 use crate::server::reply::{format_double, Reply};
-use crate::version::{Record, Sibling};
+use crate::version::{Record, Sibling, VersionVector};
 
 /// The reply for a read of `record`: nil, one value, or every concurrent value.
 pub fn read_reply(record: Option<&Record>, conflicts: ConflictMode) -> Reply {
@@ -30,7 +31,7 @@ pub fn read_reply(record: Option<&Record>, conflicts: ConflictMode) -> Reply {
 /// The single live value (with its expiry) of a key, for read-only commands
 /// that need one (STRLEN, GETRANGE, TTL...): `-CONFLICT` on concurrent values.
 pub async fn single_sibling(ctx: &mut Ctx<'_>, key: &[u8]) -> CommandResult<Option<Sibling>> {
-    let record = ctx.node.coordinator.read(ctx.session.db, key).await?;
+    let record = ctx.node.coordinator.read(ctx.scope(), key).await?;
     let conflicts = ctx.node.coordinator.local().conflicts();
     match record {
         Some(record) => Ok(Current::of(&record, now_ms(), conflicts).value()?.cloned()),
@@ -44,7 +45,7 @@ fn value_of(sibling: &Sibling) -> Bytes {
 
 /// GET key
 pub async fn get(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
-    let record = ctx.node.coordinator.read(ctx.session.db, &argv[1]).await?;
+    let record = ctx.node.coordinator.read(ctx.scope(), &argv[1]).await?;
     let reply = read_reply(record.as_deref(), ctx.node.coordinator.local().conflicts());
     let stats = &ctx.node.stats;
     Stats::bump(if reply == Reply::Nil {
@@ -141,7 +142,7 @@ pub async fn set(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
     let value = argv[2].clone();
     ctx.node
         .coordinator
-        .update(ctx.session.db, &argv[1], |current| {
+        .update(ctx.scope(), &argv[1], |current| {
             let exists = !matches!(current, Current::Missing);
             let old = if get { current.value()?.map(value_of) } else { None };
             if (nx && exists) || (xx && !exists) {
@@ -168,7 +169,7 @@ async fn put(
 ) -> CommandResult<Reply> {
     ctx.node
         .coordinator
-        .update(ctx.session.db, key, |current| {
+        .update(ctx.scope(), key, |current| {
             let old = current.value()?;
             let expire_at_ms = expiry.resolve(old);
             Ok((Mutation::Put { value, expire_at_ms }, reply(old.map(value_of))))
@@ -181,7 +182,7 @@ pub async fn setnx(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
     let value = argv[2].clone();
     ctx.node
         .coordinator
-        .update(ctx.session.db, &argv[1], |current| match current {
+        .update(ctx.scope(), &argv[1], |current| match current {
             Current::Missing => Ok((
                 Mutation::Put {
                     value,
@@ -210,7 +211,7 @@ pub async fn getset(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
 pub async fn getdel(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
     ctx.node
         .coordinator
-        .update(ctx.session.db, &argv[1], |current| match current.value()? {
+        .update(ctx.scope(), &argv[1], |current| match current.value()? {
             None => Ok((Mutation::Keep, Reply::Nil)),
             Some(old) => Ok((Mutation::Delete, Reply::Bulk(value_of(old)))),
         })
@@ -235,12 +236,12 @@ pub async fn getex(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
         _ => return Err(CommandError::Syntax),
     };
     let Some(expiry) = expiry else {
-        let record = ctx.node.coordinator.read(ctx.session.db, &argv[1]).await?;
+        let record = ctx.node.coordinator.read(ctx.scope(), &argv[1]).await?;
         return Ok(read_reply(record.as_deref(), ctx.node.coordinator.local().conflicts()));
     };
     ctx.node
         .coordinator
-        .update(ctx.session.db, &argv[1], |current| match current.value()? {
+        .update(ctx.scope(), &argv[1], |current| match current.value()? {
             None => Ok((Mutation::Keep, Reply::Nil)),
             Some(old) => {
                 let value = value_of(old);
@@ -254,15 +255,58 @@ pub async fn getex(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
         .await
 }
 
-/// MGET key [key ...]
+/// MGET key [key ...]: the keys are read in parallel, each at its own quorum.
 pub async fn mget(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
     let conflicts = ctx.node.coordinator.local().conflicts();
+    let scope = ctx.scope();
+    let reads = argv[1..].iter().map(|key| ctx.node.coordinator.read(scope, key));
     let mut replies = Vec::with_capacity(argv.len() - 1);
-    for key in &argv[1..] {
-        let record = ctx.node.coordinator.read(ctx.session.db, key).await?;
-        replies.push(read_reply(record.as_deref(), conflicts));
+    for record in join_all(reads).await {
+        replies.push(read_reply(record?.as_deref(), conflicts));
     }
     Ok(Reply::Array(replies))
+}
+
+/// VGET key: `[context, value...]`, the key's causal context as an opaque
+/// token followed by its live values (none if the key has no value).
+pub async fn vget(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
+    let record = ctx.node.coordinator.read(ctx.scope(), &argv[1]).await?;
+    let Some(record) = record else {
+        return Ok(Reply::Array(vec![Reply::bulk_static(b"")]));
+    };
+    let mut reply = vec![Reply::Bulk(Bytes::from(record.context.encode_token()))];
+    reply.extend(record.live(now_ms()).map(|s| Reply::Bulk(value_of(s))));
+    Ok(Reply::Array(reply))
+}
+
+/// VSET key context value [EX seconds | PX milliseconds]: writes `value`
+/// superseding exactly the versions `context` (from VGET) covers; versions
+/// written since stay as siblings.
+pub async fn vset(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
+    let context = if argv[2].is_empty() {
+        VersionVector::default()
+    } else {
+        VersionVector::decode_token(&argv[2])
+            .ok_or_else(|| CommandError::Other("invalid causal context token".into()))?
+    };
+    let expire_at_ms = match &argv[4..] {
+        [] => None,
+        [unit, amount] if is(unit, "ex") => Some(expire_at(parse_i64(amount)?, 1000, false, "vset")?),
+        [unit, amount] if is(unit, "px") => Some(expire_at(parse_i64(amount)?, 1, false, "vset")?),
+        _ => return Err(CommandError::Syntax),
+    };
+    let value = argv[3].clone();
+    ctx.node
+        .coordinator
+        .update(ctx.scope(), &argv[1], |_| {
+            let put = Mutation::PutAfter {
+                value,
+                expire_at_ms,
+                context,
+            };
+            Ok((put, Reply::Ok))
+        })
+        .await
 }
 
 /// MSET key value [key value ...] / MSETNX (only if no key exists).
@@ -275,7 +319,7 @@ pub async fn mset(ctx: &mut Ctx<'_>, argv: &[Bytes], only_new: bool) -> CommandR
     let values: Vec<Bytes> = argv[2..].iter().step_by(2).cloned().collect();
     ctx.node
         .coordinator
-        .update_many(ctx.session.db, &keys, |current| {
+        .update_many(ctx.scope(), &keys, |current| {
             if only_new && current.iter().any(|c| !matches!(c, Current::Missing)) {
                 return Ok((current.iter().map(|_| Mutation::Keep).collect(), Reply::Int(0)));
             }
@@ -302,7 +346,7 @@ async fn edit_value(
     let max_len = ctx.node.settings.read().limits.max_bulk_len;
     ctx.node
         .coordinator
-        .update(ctx.session.db, key, |current| {
+        .update(ctx.scope(), key, |current| {
             let old = current.value()?;
             let old_value = old.and_then(|s| s.value.as_deref()).unwrap_or_default();
             let Some(value) = edit(old_value) else {
@@ -393,7 +437,7 @@ pub async fn setrange(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply>
 pub async fn incr_by(ctx: &mut Ctx<'_>, key: &Bytes, by: i64) -> CommandResult<Reply> {
     ctx.node
         .coordinator
-        .update(ctx.session.db, key, |current| {
+        .update(ctx.scope(), key, |current| {
             let old = current.value()?;
             let base = match old.and_then(|s| s.value.as_ref()) {
                 Some(value) => parse_i64(value)?,
@@ -414,7 +458,7 @@ pub async fn incrbyfloat(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Rep
     let by = parse_f64(&argv[2])?;
     ctx.node
         .coordinator
-        .update(ctx.session.db, &argv[1], |current| {
+        .update(ctx.scope(), &argv[1], |current| {
             let old = current.value()?;
             let base = match old.and_then(|s| s.value.as_ref()) {
                 Some(value) => parse_f64(value)?,

@@ -33,6 +33,10 @@ pub struct ClientHandle {
     pub last_cmd: AtomicUsize,
     /// CLIENT SETNAME, lib-name and lib-ver.
     pub names: Mutex<ClientNames>,
+    /// CONSISTENCY READ override (0: the configured R), for CLIENT LIST.
+    pub read_quorum: AtomicU8,
+    /// CONSISTENCY WRITE override (0: the configured W), for CLIENT LIST.
+    pub write_quorum: AtomicU8,
 }
 
 /// Names a client gives itself.
@@ -47,6 +51,29 @@ pub struct ClientNames {
 }
 
 impl ClientHandle {
+    fn new(id: u64, addr: SocketAddr, laddr: SocketAddr) -> ClientHandle {
+        let now = now_ms();
+        ClientHandle {
+            id,
+            addr,
+            laddr,
+            created_ms: now,
+            last_ms: AtomicU64::new(now),
+            db: AtomicU8::new(0),
+            resp: AtomicU8::new(2),
+            last_cmd: AtomicUsize::new(usize::MAX),
+            names: Mutex::new(ClientNames::default()),
+            read_quorum: AtomicU8::new(0),
+            write_quorum: AtomicU8::new(0),
+        }
+    }
+
+    /// A handle for a command forwarded by a peer: not a client, not listed.
+    pub fn detached() -> Arc<ClientHandle> {
+        let nowhere = SocketAddr::from(([0, 0, 0, 0], 0));
+        Arc::new(ClientHandle::new(0, nowhere, nowhere))
+    }
+
     /// Marks a command as executed now.
     pub fn touch(&self, cmd: usize) {
         self.last_ms.store(now_ms(), Ordering::Relaxed);
@@ -71,18 +98,7 @@ impl ClientRegistry {
             return None;
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let now = now_ms();
-        let handle = Arc::new(ClientHandle {
-            id,
-            addr,
-            laddr,
-            created_ms: now,
-            last_ms: AtomicU64::new(now),
-            db: AtomicU8::new(0),
-            resp: AtomicU8::new(2),
-            last_cmd: AtomicUsize::new(usize::MAX),
-            names: Mutex::new(ClientNames::default()),
-        });
+        let handle = Arc::new(ClientHandle::new(id, addr, laddr));
         clients.insert(id, handle.clone());
         Some(handle)
     }

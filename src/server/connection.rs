@@ -30,6 +30,30 @@ pub struct Session {
     pub closing: bool,
     /// A command of this batch wrote: its replies wait for the durability policy.
     pub wrote: bool,
+    /// CONSISTENCY READ override (0: the configured R).
+    pub read_quorum: u8,
+    /// CONSISTENCY WRITE override (0: the configured W).
+    pub write_quorum: u8,
+    /// A peer forwarded this command to us as its keys' coordinator: run it
+    /// here, never forward it again.
+    pub forwarded: bool,
+}
+
+impl Session {
+    /// A fresh session for a connection, authenticated if no password is set.
+    pub fn new(handle: Arc<ClientHandle>, authenticated: bool) -> Session {
+        Session {
+            handle,
+            db: 0,
+            resp: 2,
+            authenticated,
+            closing: false,
+            wrote: false,
+            read_quorum: 0,
+            write_quorum: 0,
+            forwarded: false,
+        }
+    }
 }
 
 const READ_BUFFER: usize = 16 * 1024;
@@ -44,14 +68,7 @@ pub async fn serve(node: Arc<Node>, mut stream: TcpStream, handle: Arc<ClientHan
         let settings = node.settings.read();
         (settings.limits, !settings.requirepass.is_empty())
     };
-    let mut session = Session {
-        handle,
-        db: 0,
-        resp: 2,
-        authenticated: !needs_auth,
-        closing: false,
-        wrote: false,
-    };
+    let mut session = Session::new(handle, !needs_auth);
     let mut parser = RequestParser::new(limits, !needs_auth);
     let mut input = BytesMut::with_capacity(READ_BUFFER);
     let mut output = BytesMut::with_capacity(READ_BUFFER);

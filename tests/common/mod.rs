@@ -259,9 +259,13 @@ fn ready_addr(line: &str) -> Option<SocketAddr> {
 
 /// Spawns a server, appending its log lines to `log`; returns once it is ready.
 fn spawn(dir: &Path, args: &[String], log: &Arc<Mutex<Vec<String>>>) -> (Child, SocketAddr) {
+    let port: &[&str] = if args.iter().any(|a| a == "--port") {
+        &[]
+    } else {
+        &["--port", "0"]
+    };
     let mut child = Command::new(env!("CARGO_BIN_EXE_ringkv"))
-        .arg("--port")
-        .arg("0")
+        .args(port)
         .arg("--data-dir")
         .arg(dir)
         .args(args)
@@ -802,4 +806,104 @@ macro_rules! args {
     ($($arg:expr),* $(,)?) => {
         [$(::std::convert::AsRef::<[u8]>::as_ref(&$arg)),*]
     };
+}
+
+/// A port that was free a moment ago (for configs that must name ports
+/// before the processes start). Picked below Linux's ephemeral range
+/// (32768+), so outgoing connections of running nodes cannot be holding it
+/// by the time a node binds it, and never twice in one test process.
+pub fn free_port() -> u16 {
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().expect("port list");
+    loop {
+        let port = 20_000 + (rand_u32() % 12_000) as u16;
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
+}
+
+/// A random number without a crate: the std hasher's random keys.
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(Instant::now().elapsed().as_nanos());
+    hasher.finish() as u32
+}
+
+/// The secret test clusters share.
+pub const TEST_SECRET: &str = "test-cluster-secret";
+
+/// Several `ringkv` processes that form one cluster on 127.0.0.1, each with
+/// its own data dir, debug commands enabled.
+pub struct Cluster {
+    /// The members, in config order (`node1`, `node2`, ...).
+    pub nodes: Vec<Server>,
+    _conf: TempDir,
+}
+
+impl Cluster {
+    /// Starts `size` members with N = min(3, size), R = W = 2 (or 1), plus
+    /// `args` on every node; returns once every member reaches every other.
+    pub fn start(size: usize, args: &[&str]) -> Cluster {
+        let conf = tempfile::Builder::new()
+            .prefix("ringkv-cluster-")
+            .tempdir()
+            .expect("config dir");
+        let resp: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let peer: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let replicas = size.min(3);
+        let quorum = if replicas >= 2 { 2 } else { 1 };
+        let mut members = String::new();
+        for i in 0..size {
+            members.push_str(&format!(
+                "\n[[cluster.members]]\nid = \"node{}\"\naddress = \"127.0.0.1:{}\"\npeer = \"127.0.0.1:{}\"\n",
+                i + 1,
+                resp[i],
+                peer[i]
+            ));
+        }
+        let mut nodes = Vec::new();
+        for i in 0..size {
+            let path = conf.path().join(format!("node{}.toml", i + 1));
+            let text = format!(
+                "[server]\nenable_debug_command = true\n\n[cluster]\nnode_id = \"node{}\"\nsecret = \"{TEST_SECRET}\"\n\
+                 replicas = {replicas}\nread_quorum = {quorum}\nwrite_quorum = {quorum}\nrequest_timeout_ms = 2000\n{members}",
+                i + 1
+            );
+            std::fs::write(&path, text).expect("write node config");
+            let port = resp[i].to_string();
+            let path = path.display().to_string();
+            let mut all = vec!["--config", path.as_str(), "--port", port.as_str()];
+            all.extend_from_slice(args);
+            nodes.push(Server::start(&all));
+        }
+        let cluster = Cluster { nodes, _conf: conf };
+        cluster.wait_connected();
+        cluster
+    }
+
+    /// Member `i` (0-based).
+    pub fn node(&self, i: usize) -> &Server {
+        &self.nodes[i]
+    }
+
+    /// Waits until every running member reaches every other.
+    pub fn wait_connected(&self) {
+        let size = self.nodes.len();
+        for node in &self.nodes {
+            wait_until(START_TIMEOUT, "every member reaches every other", || {
+                reachable(node) == size
+            });
+        }
+    }
+}
+
+/// How many members (itself included) `node` can reach now.
+pub fn reachable(node: &Server) -> usize {
+    let info = node.raw().cmd(&["CLUSTER", "INFO"]).text();
+    info_field(&info, "ringkv_reachable_nodes")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }

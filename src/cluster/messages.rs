@@ -1,0 +1,155 @@
+//! What nodes say to each other over the peer bus. Postcard-encoded: a change
+//! here changes the wire format, so add variants at the end.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::server::reply::Reply;
+
+/// A request from one node to another.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerRequest {
+    /// Your copy of a key (quorum reads, and the read before a write).
+    Read {
+        /// Database.
+        db: u8,
+        /// User key.
+        key: Bytes,
+    },
+    /// Merge this copy of a key into yours (replication, read repair).
+    Merge {
+        /// Database.
+        db: u8,
+        /// User key.
+        key: Bytes,
+        /// [`crate::version::Record::encode`] output.
+        record: Bytes,
+    },
+    /// Run this command as the coordinator of its keys.
+    Forward(Forwarded),
+    /// Live keys of `db` in the slots this node answers for (cluster-wide
+    /// KEYS, SCAN, DBSIZE, RANDOMKEY).
+    Keys(KeysQuery),
+    /// FLUSHDB (`Some(db)`) or FLUSHALL (`None`) of the local replica.
+    Flush {
+        /// Database, or all.
+        db: Option<u8>,
+    },
+}
+
+/// A command forwarded to the coordinator of its keys, with the client's
+/// connection settings that change how it runs or answers.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Forwarded {
+    /// Selected database.
+    pub db: u8,
+    /// Protocol version the reply is meant for.
+    pub resp: u8,
+    /// The connection's R and W.
+    pub read_quorum: u8,
+    /// See `read_quorum`.
+    pub write_quorum: u8,
+    /// The command and its arguments.
+    pub argv: Vec<Bytes>,
+}
+
+/// Which keys a [`PeerRequest::Keys`] wants.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct KeysQuery {
+    /// Database.
+    pub db: u8,
+    /// Slots to visit, in order: `first..=last`, skipping those not in `mine`.
+    pub first: u16,
+    /// Last slot (inclusive).
+    pub last: u16,
+    /// Bitmap over all slots: the slots this node answers for, so each key
+    /// is counted by exactly one node.
+    pub mine: Bytes,
+    /// Glob pattern on the key, if any.
+    pub pattern: Option<Bytes>,
+    /// Stop after the slot in which this many keys were found (0: no limit).
+    pub limit: usize,
+    /// Only count, do not return the keys (DBSIZE).
+    pub count_only: bool,
+}
+
+/// A reply to [`PeerRequest::Keys`].
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct KeysAnswer {
+    /// Matching live keys, in slot order.
+    pub keys: Vec<Bytes>,
+    /// How many matched (equals `keys.len()` unless `count_only`).
+    pub count: u64,
+    /// The first slot not visited because `limit` was reached, if any.
+    pub resume: Option<u16>,
+}
+
+/// A response to a [`PeerRequest`].
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerResponse {
+    /// The encoded record, or none.
+    Record(Option<Bytes>),
+    /// Done.
+    Ack,
+    /// A forwarded command's reply.
+    Reply(WireReply),
+    /// Keys of a [`PeerRequest::Keys`].
+    Keys(KeysAnswer),
+    /// The request failed; the text is a Redis error line.
+    Error(String),
+}
+
+/// [`Reply`] as it crosses the bus (owned strings only).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub enum WireReply {
+    Status(String),
+    Error(String),
+    Int(i64),
+    Bulk(Bytes),
+    Nil,
+    NilArray,
+    Array(Vec<WireReply>),
+    Map(Vec<(WireReply, WireReply)>),
+    Set(Vec<WireReply>),
+    Verbatim(String),
+}
+
+impl From<Reply> for WireReply {
+    fn from(reply: Reply) -> Self {
+        let many = |items: Vec<Reply>| items.into_iter().map(WireReply::from).collect();
+        match reply {
+            Reply::Ok => WireReply::Status("OK".into()),
+            Reply::Status(s) => WireReply::Status(s.into()),
+            Reply::StatusOwned(s) => WireReply::Status(s),
+            Reply::Error(e) => WireReply::Error(e),
+            Reply::Int(n) => WireReply::Int(n),
+            Reply::Bulk(b) => WireReply::Bulk(b),
+            Reply::Nil => WireReply::Nil,
+            Reply::NilArray => WireReply::NilArray,
+            Reply::Array(items) => WireReply::Array(many(items)),
+            Reply::Set(items) => WireReply::Set(many(items)),
+            Reply::Map(pairs) => WireReply::Map(pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect()),
+            Reply::Verbatim(text) => WireReply::Verbatim(text),
+        }
+    }
+}
+
+impl From<WireReply> for Reply {
+    fn from(wire: WireReply) -> Self {
+        let many = |items: Vec<WireReply>| items.into_iter().map(Reply::from).collect();
+        match wire {
+            WireReply::Status(s) if s == "OK" => Reply::Ok,
+            WireReply::Status(s) => Reply::StatusOwned(s),
+            WireReply::Error(e) => Reply::Error(e),
+            WireReply::Int(n) => Reply::Int(n),
+            WireReply::Bulk(b) => Reply::Bulk(b),
+            WireReply::Nil => Reply::Nil,
+            WireReply::NilArray => Reply::NilArray,
+            WireReply::Array(items) => Reply::Array(many(items)),
+            WireReply::Set(items) => Reply::Set(many(items)),
+            WireReply::Map(pairs) => Reply::Map(pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect()),
+            WireReply::Verbatim(text) => Reply::Verbatim(text),
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! What this node answers on the peer bus: reads and merges of its copies,
+//! commands forwarded to it as coordinator, key listings and flushes.
+
+use std::sync::{Arc, OnceLock, Weak};
+
+use bytes::Bytes;
+
+use super::coordinator::answer_keys;
+use super::messages::{PeerRequest, PeerResponse};
+use crate::commands;
+use crate::net::{PeerId, Service};
+use crate::node::Node;
+use crate::replica::Replica;
+use crate::version::Record;
+
+/// The peer-bus service of one node.
+pub struct PeerService {
+    replica: Arc<Replica>,
+    /// Set once the node exists (it owns the bus that owns this service).
+    node: OnceLock<Weak<Node>>,
+}
+
+impl PeerService {
+    /// A service over the local replica; call [`PeerService::attach`] once the node is built.
+    pub fn new(replica: Arc<Replica>) -> Arc<PeerService> {
+        Arc::new(PeerService {
+            replica,
+            node: OnceLock::new(),
+        })
+    }
+
+    /// Lets forwarded commands reach the node.
+    pub fn attach(&self, node: &Arc<Node>) {
+        let _ = self.node.set(Arc::downgrade(node));
+    }
+}
+
+impl Service for PeerService {
+    type Request = PeerRequest;
+    type Response = PeerResponse;
+
+    async fn handle(self: Arc<Self>, _from: PeerId, request: PeerRequest) -> PeerResponse {
+        let answer = match request {
+            PeerRequest::Read { db, key } => self
+                .replica
+                .read(db, &key)
+                .map(|record| PeerResponse::Record(record.map(|r| Bytes::from(r.encode())))),
+            PeerRequest::Merge { db, key, record } => match Record::decode(&record) {
+                None => return PeerResponse::Error("ERR malformed record".into()),
+                Some(record) => self.replica.merge(db, &key, &record).map(|_| PeerResponse::Ack),
+            },
+            PeerRequest::Forward(command) => {
+                let Some(node) = self.node.get().and_then(Weak::upgrade) else {
+                    return PeerResponse::Error("LOADING node is starting or stopping".into());
+                };
+                return PeerResponse::Reply(commands::execute_forwarded(&node, command).await.into());
+            }
+            PeerRequest::Keys(query) => answer_keys(&self.replica, &query).map(PeerResponse::Keys),
+            PeerRequest::Flush { db } => self.replica.flush(db).map(|()| PeerResponse::Ack),
+        };
+        answer.unwrap_or_else(|e| PeerResponse::Error(e.to_string()))
+    }
+
+    async fn before_reply(&self) {
+        if let Err(e) = self.replica.durability().before_reply().await {
+            tracing::error!("cannot make replicated writes durable: {e}");
+        }
+    }
+}

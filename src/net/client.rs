@@ -1,0 +1,295 @@
+//! The calling side: one dialer task per peer keeps one outbound connection up, and calls ride on it.
+//!
+//! A [`Link`] is one authenticated outbound connection. Callers register a oneshot under a fresh request id and
+//! queue the request; the link's writer encodes and writes it; its reader completes waiters by id. When the
+//! connection ends, every waiter fails at once and the dialer reconnects with jittered exponential backoff.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use rand::Rng;
+use serde::de::DeserializeOwned;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::frame::{decoder, encode_frame, write_loop, NoBarrier};
+use super::handshake::{self, HandshakeError};
+use super::outbox::Outbox;
+use super::{BusError, Inner, PeerId, RemoteFailure, Service};
+
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// What a waiting caller receives.
+type Reply<R> = Result<R, BusError>;
+
+/// One authenticated outbound connection and the calls waiting on it.
+pub(crate) struct Link<Req, Resp> {
+    outbox: Outbox<(u64, Req)>,
+    pending: Mutex<Pending<Resp>>,
+    next_id: AtomicU64,
+    /// Cancelled when the connection ends, for whatever reason; stops both of its tasks.
+    token: CancellationToken,
+}
+
+struct Pending<R> {
+    waiters: HashMap<u64, oneshot::Sender<Reply<R>>, BuildHasherDefault<IdHasher>>,
+    /// Set under the same lock as the drain, so no waiter can be registered after it and then forgotten.
+    closed: bool,
+}
+
+impl<Req, Resp> Link<Req, Resp> {
+    fn new(token: CancellationToken) -> Self {
+        Self {
+            outbox: Outbox::new(),
+            pending: Mutex::new(Pending {
+                waiters: HashMap::default(),
+                closed: false,
+            }),
+            next_id: AtomicU64::new(1),
+            token,
+        }
+    }
+
+    /// Registers a waiter and queues `request`; returns the id to `forget` if the caller gives up.
+    pub(crate) fn send(&self, request: Req) -> Result<(u64, oneshot::Receiver<Reply<Resp>>), BusError> {
+        let (tx, rx) = oneshot::channel();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut pending = self.pending.lock();
+            if pending.closed {
+                return Err(BusError::Closed);
+            }
+            pending.waiters.insert(id, tx);
+        }
+        if self.outbox.push((id, request)).is_err() {
+            self.forget(id);
+            return Err(BusError::Closed);
+        }
+        Ok((id, rx))
+    }
+
+    /// Drops the waiter for `id` (timed out or cancelled); a late response is then ignored.
+    pub(crate) fn forget(&self, id: u64) {
+        drop(self.take(id));
+    }
+
+    fn take(&self, id: u64) -> Option<oneshot::Sender<Reply<Resp>>> {
+        self.pending.lock().waiters.remove(&id)
+    }
+
+    /// Ends the connection: every waiter gets `error()` now, and both connection tasks stop. Idempotent.
+    pub(crate) fn close(&self, error: fn() -> BusError) {
+        let waiters = {
+            let mut pending = self.pending.lock();
+            pending.closed = true;
+            std::mem::take(&mut pending.waiters)
+        };
+        for (_, waiter) in waiters {
+            let _ = waiter.send(Err(error()));
+        }
+        self.outbox.close();
+        self.token.cancel();
+    }
+}
+
+/// Keeps a connection to `peer` up until the bus stops, waiting out isolation and backing off between attempts.
+pub(crate) async fn dial_loop<S: Service>(inner: Arc<Inner<S>>, peer: PeerId) {
+    let (Some(slot), Some(&addr)) = (
+        inner.peers.get(usize::from(peer)),
+        inner.addresses.get(usize::from(peer)),
+    ) else {
+        return;
+    };
+    let name = inner.name(peer);
+    let mut backoff = BACKOFF_MIN;
+    let mut last_failure = String::new();
+    loop {
+        if inner.stop.is_cancelled() {
+            return;
+        }
+        if slot.isolated() {
+            tokio::select! {
+                () = slot.wake.notified() => continue,
+                () = inner.stop.cancelled() => return,
+            }
+        }
+        match connect(&inner, peer, addr).await {
+            Ok(stream) => {
+                backoff = BACKOFF_MIN;
+                last_failure.clear();
+                run_link(&inner, peer, stream).await;
+            }
+            Err(e) => {
+                let message = e.to_string();
+                // A peer that is merely down is expected during restarts; one that rejects us is a configuration
+                // problem worth a warning, once per change of reason.
+                if e.is_rejection() && message != last_failure {
+                    warn!(peer = %name, %addr, error = %message, "peer-bus handshake failed");
+                } else {
+                    debug!(peer = %name, %addr, error = %message, "cannot connect to peer");
+                }
+                slot.set_last_error(&message);
+                last_failure = message;
+            }
+        }
+        let delay = jitter(backoff);
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = slot.wake.notified() => {}
+            () = inner.stop.cancelled() => return,
+        }
+    }
+}
+
+/// Why dialing failed.
+#[derive(Debug, thiserror::Error)]
+enum DialError {
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    #[error(transparent)]
+    Handshake(#[from] HandshakeError),
+}
+
+impl DialError {
+    fn is_rejection(&self) -> bool {
+        matches!(self, Self::Handshake(e) if e.is_rejection())
+    }
+}
+
+async fn connect<S: Service>(inner: &Inner<S>, peer: PeerId, addr: SocketAddr) -> Result<TcpStream, DialError> {
+    let attempt = async {
+        let mut stream = TcpStream::connect(addr).await.map_err(DialError::Connect)?;
+        stream.set_nodelay(true).map_err(DialError::Connect)?;
+        handshake::dial(&mut stream, &inner.secret, inner.name(inner.me), inner.name(peer)).await?;
+        Ok(stream)
+    };
+    tokio::time::timeout(inner.connect_timeout, attempt)
+        .await
+        .unwrap_or(Err(HandshakeError::Timeout.into()))
+}
+
+/// Serves one authenticated connection to `peer` until it ends.
+async fn run_link<S: Service>(inner: &Arc<Inner<S>>, peer: PeerId, stream: TcpStream) {
+    let Some(slot) = inner.peers.get(usize::from(peer)) else {
+        return;
+    };
+    let name = inner.name(peer);
+    let link = Arc::new(Link::new(inner.stop.child_token()));
+    if !slot.install(&link, &inner.stop) {
+        return;
+    }
+    info!(peer = %name, "connected to peer");
+    let (read, write) = stream.into_split();
+    let max = inner.max_frame;
+    let writer_link = link.clone();
+    let writer_name = name.to_owned();
+    tokio::spawn(async move {
+        let link = &*writer_link;
+        let encode = |buf: &mut BytesMut, (id, request): (u64, S::Request)| {
+            if let Err(e) = encode_frame(buf, &(id, &request), max) {
+                if let Some(waiter) = link.take(id) {
+                    let _ = waiter.send(Err(e.into()));
+                }
+            }
+        };
+        if let Err(e) = write_loop(&link.outbox, write, &link.token, encode, NoBarrier).await {
+            warn!(peer = %writer_name, error = %e, "lost connection to peer (write failed)");
+        }
+        link.token.cancel();
+    });
+    let ended = read_loop(&link, read, max).await;
+    let stopping = inner.stop.is_cancelled();
+    slot.detach(
+        &link,
+        if stopping {
+            || BusError::Stopped
+        } else {
+            || BusError::Closed
+        },
+    );
+    match ended {
+        Err(e) if !stopping => {
+            warn!(peer = %name, error = %e, "lost connection to peer");
+            slot.set_last_error(&e.to_string());
+        }
+        // Closed on purpose (isolation, shutdown) or by the writer, which logged why.
+        _ => debug!(peer = %name, "connection to peer closed"),
+    }
+}
+
+/// Why an outbound connection ended other than by being closed on purpose.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error("connection closed by peer")]
+    Eof,
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("malformed response frame: {0}")]
+    Malformed(#[from] postcard::Error),
+}
+
+/// Completes waiters from response frames until the connection ends; `Ok` when it was closed on purpose.
+async fn read_loop<Req, Resp>(link: &Link<Req, Resp>, read: OwnedReadHalf, max: usize) -> Result<(), ReadError>
+where
+    Resp: DeserializeOwned,
+{
+    let mut frames = FramedRead::new(read, decoder(max));
+    loop {
+        let frame = tokio::select! {
+            biased;
+            () = link.token.cancelled() => return Ok(()),
+            frame = frames.next() => frame,
+        };
+        let frame = frame.ok_or(ReadError::Eof)??;
+        let (id, body) = postcard::take_from_bytes::<u64>(&frame)?;
+        // Responses to calls that timed out are skipped without decoding.
+        if let Some(waiter) = link.take(id) {
+            let reply = match postcard::from_bytes::<Result<Resp, RemoteFailure>>(body) {
+                Ok(Ok(response)) => Ok(response),
+                Ok(Err(failure)) => Err(BusError::Remote(failure)),
+                Err(e) => Err(BusError::Decode(e)),
+            };
+            let _ = waiter.send(reply);
+        }
+    }
+}
+
+/// A random delay in [backoff/2, backoff], so that peers restarted together do not redial in lockstep.
+fn jitter(backoff: Duration) -> Duration {
+    let max = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX).max(2);
+    Duration::from_millis(rand::rng().random_range(max / 2..=max))
+}
+
+/// Hashes the sequential request ids by Fibonacci multiplication: cheap, and it spreads consecutive ids over
+/// both the low bits (bucket) and the high bits (hashbrown's tag).
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}

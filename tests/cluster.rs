@@ -1,0 +1,295 @@
+//! A replicated cluster of real processes: routing through any node, quorums
+//! with a node killed, read repair after its restart, siblings across a
+//! partition, cluster-wide key listings, and a cluster-aware client.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{reachable, wait_until, Cluster, Raw, Resp};
+
+const CONVERGE: Duration = Duration::from_secs(20);
+
+fn keys(n: usize, prefix: &str) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}:{i}")).collect()
+}
+
+/// Every key name a full SCAN through `raw` returns, asserting none twice.
+fn scan_all(raw: &mut Raw) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    let mut cursor = "0".to_string();
+    loop {
+        let reply = raw.cmd(&["SCAN", &cursor, "COUNT", "7"]);
+        let parts = reply.as_array();
+        cursor = parts[0].text();
+        for key in parts[1].as_array() {
+            assert!(seen.insert(key.text()), "SCAN returned {} twice", key.text());
+        }
+        if cursor == "0" {
+            return seen;
+        }
+    }
+}
+
+#[test]
+fn any_node_serves_any_key_and_listings_count_each_key_once() {
+    let cluster = Cluster::start(3, &[]);
+    let names = keys(60, "k");
+    let mut first = cluster.node(0).raw();
+    for (i, key) in names.iter().enumerate() {
+        first.expect(&["SET", key, &format!("v{i}")], Resp::ok());
+    }
+    for node in &cluster.nodes[1..] {
+        let mut raw = node.raw();
+        for (i, key) in names.iter().enumerate() {
+            raw.expect(&["GET", key], Resp::bulk(format!("v{i}")));
+        }
+        raw.expect(&["DBSIZE"], Resp::int(60));
+        let listed: BTreeSet<String> = raw.cmd(&["KEYS", "k:*"]).as_array().iter().map(Resp::text).collect();
+        assert_eq!(listed.len(), 60, "KEYS lists each key once");
+        assert_eq!(scan_all(&mut raw), names.iter().cloned().collect::<BTreeSet<_>>());
+    }
+    // Multi-key commands fan out to the keys' coordinators.
+    let mut raw = cluster.node(1).raw();
+    raw.expect(&["MSET", "m:a", "1", "m:b", "2", "m:c", "3"], Resp::ok());
+    assert_eq!(
+        raw.cmd(&["MGET", "m:a", "m:b", "m:c", "nope"]),
+        Resp::Array(vec![Resp::bulk("1"), Resp::bulk("2"), Resp::bulk("3"), Resp::Nil])
+    );
+    raw.expect(&["MSETNX", "m:c", "x", "m:d", "4"], Resp::int(0));
+    raw.expect(&["EXISTS", "m:a", "m:b", "m:d"], Resp::int(2));
+    raw.expect(&["DEL", "m:a", "m:b", "m:c", "m:d"], Resp::int(3));
+    raw.expect(&["INCR", "counter"], Resp::int(1));
+    cluster.node(2).raw().expect(&["INCR", "counter"], Resp::int(2));
+    cluster.node(0).raw().expect(&["FLUSHALL"], Resp::ok());
+    for node in &cluster.nodes {
+        node.raw().expect(&["DBSIZE"], Resp::int(0));
+    }
+}
+
+#[test]
+fn cluster_commands_describe_the_ring() {
+    let cluster = Cluster::start(3, &[]);
+    let mut raw = cluster.node(0).raw();
+    raw.expect(&["CLUSTER", "MYID"], Resp::bulk("node1"));
+    raw.expect(&["CLUSTER", "KEYSLOT", "{user}:1"], Resp::int(5474));
+    let slots = raw.cmd(&["CLUSTER", "SLOTS"]);
+    let mut next = 0;
+    for range in slots.as_array() {
+        let parts = range.as_array();
+        assert_eq!(parts[0].as_int(), next, "ranges are contiguous");
+        next = parts[1].as_int() + 1;
+        assert_eq!(parts.len(), 2 + 3, "N = 3 nodes per range");
+    }
+    assert_eq!(next, 16384);
+    let preflist = raw.cmd(&["CLUSTER", "PREFLIST", "somekey"]);
+    let roles: Vec<String> = preflist.as_array().iter().map(|m| m.as_array()[2].text()).collect();
+    assert_eq!(roles, ["coordinator", "replica", "replica"]);
+    let ring = raw.cmd(&["CLUSTER", "RING"]);
+    let primaries: i64 = ring
+        .as_array()
+        .iter()
+        .map(|row| row.get("primary_slots").expect("primary_slots").as_int())
+        .sum();
+    assert_eq!(primaries, 16384, "every slot has one coordinator");
+    let nodes = raw.cmd(&["CLUSTER", "NODES"]).text();
+    assert_eq!(nodes.lines().count(), 3);
+    assert!(nodes.lines().any(|l| l.starts_with("node1 ") && l.contains("myself")));
+    let info = raw.cmd(&["CLUSTER", "INFO"]).text();
+    assert!(info.contains("cluster_state:ok"), "{info}");
+    raw.cmd(&["SET", "cnt:x", "1"]);
+    raw.expect(&["CLUSTER", "COUNTKEYSINSLOT", &common_slot("cnt:x")], Resp::int(1));
+    raw.expect(
+        &["CLUSTER", "GETKEYSINSLOT", &common_slot("cnt:x"), "10"],
+        Resp::bulks(&["cnt:x"]),
+    );
+}
+
+fn common_slot(key: &str) -> String {
+    // CRC16/XMODEM mod 16384, as Redis Cluster.
+    let mut crc: u16 = 0;
+    for &b in key.as_bytes() {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    (crc % 16384).to_string()
+}
+
+#[test]
+fn a_cluster_aware_client_routes_by_cluster_slots() {
+    let cluster = Cluster::start(3, &[]);
+    let urls: Vec<String> = cluster.nodes.iter().map(|n| n.url()).collect();
+    let client = redis::cluster::ClusterClient::new(urls).expect("cluster client");
+    let mut conn = client.get_connection().expect("cluster connection");
+    for i in 0..100 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("cc:{i}"))
+            .arg(i)
+            .query(&mut conn)
+            .expect("SET");
+    }
+    for i in 0..100 {
+        let v: i64 = redis::cmd("GET").arg(format!("cc:{i}")).query(&mut conn).expect("GET");
+        assert_eq!(v, i);
+    }
+    // Every node sees every key the cluster client wrote.
+    cluster.node(2).raw().expect(&["DBSIZE"], Resp::int(100));
+}
+
+#[test]
+fn quorums_survive_a_killed_node_and_read_repair_heals_it() {
+    let mut cluster = Cluster::start(3, &[]);
+    cluster.nodes[2].kill9();
+    let names = keys(40, "kr");
+    let mut raw = cluster.node(0).raw();
+    wait_until(CONVERGE, "node1 notices node3 is gone", || {
+        reachable(cluster.node(0)) == 2
+    });
+    for key in &names {
+        raw.expect(&["SET", key, "fresh"], Resp::ok());
+    }
+    for key in &names {
+        cluster.node(1).raw().expect(&["GET", key], Resp::bulk("fresh"));
+    }
+    raw.expect(&["CONSISTENCY", "WRITE", "ALL"], Resp::ok());
+    let refused = raw.cmd(&["SET", "kr:refused", "again"]);
+    assert!(
+        refused.as_error().starts_with("NOQUORUM write reached 2 of 3"),
+        "{refused:?}"
+    );
+    raw.expect(&["CONSISTENCY", "RESET"], Resp::ok());
+
+    cluster.nodes[2].restart();
+    cluster.wait_connected();
+    let mut alone = cluster.node(2).raw();
+    alone.expect(&["CONSISTENCY", "READ", "1"], Resp::ok());
+    let missing = names
+        .iter()
+        .filter(|key| alone.cmd(&["GET", key.as_str()]) == Resp::Nil)
+        .count();
+    assert_eq!(missing, names.len(), "the restarted node missed every write");
+    // Quorum reads through another node repair it in the background.
+    for key in &names {
+        raw.expect(&["GET", key], Resp::bulk("fresh"));
+    }
+    wait_until(CONVERGE, "read repair brings node3 up to date", || {
+        names
+            .iter()
+            .all(|key| alone.cmd(&["GET", key.as_str()]) == Resp::bulk("fresh"))
+    });
+}
+
+#[test]
+fn a_partition_makes_siblings_that_writes_resolve() {
+    let cluster = Cluster::start(3, &[]);
+    let (mut a, mut c) = (cluster.node(0).raw(), cluster.node(2).raw());
+    c.expect(&["DEBUG", "ISOLATE", "node1", "node2"], Resp::ok());
+    wait_until(CONVERGE, "node1 loses node3", || reachable(cluster.node(0)) == 2);
+    wait_until(CONVERGE, "node3 loses both", || reachable(cluster.node(2)) == 1);
+    a.expect(&["SET", "doc", "left"], Resp::ok());
+    let refused = c.cmd(&["SET", "doc", "right"]);
+    assert!(refused.as_error().starts_with("NOQUORUM"), "{refused:?}");
+    c.expect(&["CONSISTENCY", "READ", "ONE", "WRITE", "ONE"], Resp::ok());
+    c.expect(&["SET", "doc", "right"], Resp::ok());
+    c.expect(&["DEBUG", "HEAL"], Resp::ok());
+    cluster.wait_connected();
+
+    a.expect(&["CONSISTENCY", "READ", "ALL"], Resp::ok());
+    assert_eq!(a.cmd(&["GET", "doc"]), Resp::bulks(&["left", "right"]));
+    let conflict = a.cmd(&["INCR", "doc"]);
+    assert!(conflict.as_error().starts_with("CONFLICT key has 2"), "{conflict:?}");
+    // A plain SET supersedes everything the coordinator has seen.
+    a.expect(&["SET", "doc", "merged"], Resp::ok());
+    a.expect(&["GET", "doc"], Resp::bulk("merged"));
+
+    // VSET with the context VGET gave resolves exactly; with an old one, it adds a sibling.
+    let got = a.cmd(&["VGET", "doc"]);
+    let token = got.as_array()[0].as_bytes().to_vec();
+    assert_eq!(got.as_array()[1], Resp::bulk("merged"));
+    let vset =
+        |raw: &mut Raw, context: &[u8], value: &str| raw.cmd(&[b"VSET".as_slice(), b"doc", context, value.as_bytes()]);
+    assert_eq!(vset(&mut a, &token, "v1"), Resp::ok());
+    a.expect(&["GET", "doc"], Resp::bulk("v1"));
+    assert_eq!(vset(&mut c, &token, "stale"), Resp::ok());
+    assert_eq!(a.cmd(&["GET", "doc"]), Resp::bulks(&["v1", "stale"]));
+    let both = a.cmd(&["VGET", "doc"]).as_array()[0].as_bytes().to_vec();
+    assert_eq!(vset(&mut a, &both, "resolved"), Resp::ok());
+    a.expect(&["GET", "doc"], Resp::bulk("resolved"));
+}
+
+#[test]
+fn debug_and_consistency_are_checked() {
+    let cluster = Cluster::start(3, &[]);
+    let mut raw = cluster.node(0).raw();
+    let bad = raw.cmd(&["CONSISTENCY", "READ", "4"]);
+    assert!(bad.as_error().contains("between 1 and N=3"), "{bad:?}");
+    raw.expect(&["CONSISTENCY", "READ", "QUORUM", "WRITE", "1"], Resp::ok());
+    let info = raw.cmd(&["CLIENT", "INFO"]).text();
+    assert!(info.contains("read-quorum=2 write-quorum=1"), "{info}");
+    let unknown = raw.cmd(&["DEBUG", "ISOLATE", "node9"]);
+    assert!(unknown.as_error().contains("unknown node node9"), "{unknown:?}");
+    // Without enable_debug_command, DEBUG is refused.
+    let single = common::Server::start(&[]);
+    let refused = single.raw().cmd(&["DEBUG", "HEAL"]);
+    assert!(
+        refused.as_error().starts_with("ERR DEBUG command not allowed"),
+        "{refused:?}"
+    );
+}
+
+/// Runs the binary with `args` and returns its exit status and stderr.
+fn refused_start(args: &[&str]) -> String {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = Command::new(env!("CARGO_BIN_EXE_ringkv"))
+        .args(["--port", "0", "--data-dir"])
+        .arg(dir.path())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ringkv");
+    assert!(!out.status.success(), "{args:?} should not start");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn bad_quorums_are_refused_at_start() {
+    assert!(refused_start(&["--replicas", "2", "--read-quorum", "3"]).contains("R = 3 is above N = 2"));
+    assert!(refused_start(&["--write-quorum", "4"]).contains("W = 4 is above N = 3"));
+    let conf = tempfile::NamedTempFile::new().expect("conf");
+    std::fs::write(
+        conf.path(),
+        "[cluster]\nnode_id = \"a\"\nsecret = \"s\"\n[[cluster.members]]\nid = \"a\"\naddress = \"127.0.0.1:1\"\npeer = \"127.0.0.1:2\"\n",
+    )
+    .expect("write conf");
+    let path = conf.path().display().to_string();
+    assert!(refused_start(&["--config", &path]).contains("N = 3 is above the 1 members listed"));
+}
+
+#[test]
+fn a_peer_with_the_wrong_secret_is_refused() {
+    let cluster = Cluster::start(2, &[]);
+    // A client speaking RESP to the peer port proves nothing and is dropped.
+    let info = cluster.node(0).raw().cmd(&["CLUSTER", "NODES"]).text();
+    let peer_port: u16 = info
+        .lines()
+        .find(|l| l.starts_with("node1 "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|addr| addr.split('@').nth(1))
+        .and_then(|p| p.parse().ok())
+        .expect("peer port in CLUSTER NODES");
+    let mut stranger = Raw::connect(([127, 0, 0, 1], peer_port).into());
+    stranger.send_cmd(&["PING"]);
+    stranger.assert_closed();
+    wait_until(CONVERGE, "the refusal is logged", || {
+        cluster.node(0).log().contains("refused")
+    });
+    assert_eq!(reachable(cluster.node(0)), 2, "the members still reach each other");
+}
