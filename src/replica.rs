@@ -234,23 +234,25 @@ impl Replica {
     }
 
     /// Merges another replica's copy of a key into this one (replication,
-    /// read repair). Returns true if this copy changed.
-    pub fn merge(&self, db: u8, key: &[u8], incoming: &Record) -> CommandResult<bool> {
+    /// read repair). Returns the merged copy when it holds versions
+    /// `incoming` lacks (this replica had seen writes the sender had not).
+    pub fn merge(&self, db: u8, key: &[u8], incoming: &Record) -> CommandResult<Option<Record>> {
         let stored = self.stored_key(db, key)?;
         let _guard = self.locks[Self::stripe(&stored)].lock();
         let current = self.load(&stored)?;
         let mut record = current.as_deref().cloned().unwrap_or_default();
         let previous_expiry = record.next_expiry();
         record.merge(incoming);
+        let diverged = (record.siblings != incoming.siblings).then(|| record.clone());
         if current.as_deref() == Some(&record) || (current.is_none() && record.siblings.is_empty()) {
-            return Ok(false);
+            return Ok(diverged);
         }
         let mut ops = Vec::with_capacity(3);
         Self::reindex(previous_expiry, &record, &stored, &mut ops);
         ops.push(BatchOp::Put(Space::Records, stored.clone(), record.encode()));
         self.commit(ops)?;
         self.cache_put(&stored, Some(record));
-        Ok(true)
+        Ok(diverged)
     }
 
     /// Read-modify-write of several keys at once, atomically on this node

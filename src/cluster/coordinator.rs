@@ -335,7 +335,12 @@ impl Coordinator {
         self.catch_up(peers, scope, list, key, read).await;
         let (out, written) = self.local.update_returning(scope.db, key, decide)?;
         if let Some(record) = written {
-            self.replicate(peers, scope.db, key, &record, list, write).await?;
+            // Versions a replica reports that this node lacked stay siblings:
+            // catch_up already merged a quorum's copies before `decide` ran.
+            let diverged = self.replicate(peers, scope.db, key, &record, list, write).await?;
+            for copy in &diverged {
+                self.local.merge(scope.db, key, copy)?;
+            }
         }
         Ok(out)
     }
@@ -388,7 +393,7 @@ impl Coordinator {
         record: &Record,
         list: &[MemberIndex],
         write: usize,
-    ) -> CommandResult<()> {
+    ) -> CommandResult<Vec<Record>> {
         let me = self.membership.me();
         let (key, encoded) = (Bytes::copy_from_slice(key), Bytes::from(record.encode()));
         let mut acks: FuturesUnordered<_> = list
@@ -404,10 +409,14 @@ impl Coordinator {
                 peers.bus.call(m, request, peers.timeout)
             })
             .collect();
-        let mut acked = 1;
+        let (mut acked, mut diverged) = (1, Vec::new());
         while acked < write {
             match acks.next().await {
                 Some(Ok(PeerResponse::Ack)) => acked += 1,
+                Some(Ok(PeerResponse::Diverged(bytes))) => {
+                    acked += 1;
+                    diverged.extend(Record::decode(&bytes));
+                }
                 Some(_) => {}
                 None => break,
             }
@@ -421,6 +430,40 @@ impl Coordinator {
             });
         }
         // The rest were sent already; their answers are not awaited.
+        Ok(diverged)
+    }
+
+    /// A plain SET: a value superseding everything, written without first
+    /// reading the other replicas. If a replica answers that it held versions
+    /// this node had not seen (this node was down or cut off when they were
+    /// written), they are merged in and the value is written once more over
+    /// them, so a plain SET still supersedes every acknowledged write: any W
+    /// acks include a replica of every write W acknowledged when W + W > N.
+    pub async fn put(&self, scope: Scope, key: &[u8], value: Bytes, expire_at_ms: Option<u64>) -> CommandResult<()> {
+        let put = || Mutation::Put {
+            value: value.clone(),
+            expire_at_ms,
+        };
+        let Some(peers) = &self.peers else {
+            return self.local.update(scope.db, key, |_| Ok((put(), ())));
+        };
+        let ring = self.membership.ring();
+        let list = ring.preference_list(key_slot(key));
+        if !list.contains(&self.membership.me()) {
+            return Err(CommandError::NoReplica);
+        }
+        let (_, write) = self.quorums(scope);
+        for _ in 0..3 {
+            let ((), written) = self.local.update_returning(scope.db, key, |_| Ok((put(), ())))?;
+            let Some(record) = written else { return Ok(()) };
+            let diverged = self.replicate(peers, scope.db, key, &record, list, write).await?;
+            if diverged.is_empty() {
+                return Ok(());
+            }
+            for copy in &diverged {
+                self.local.merge(scope.db, key, copy)?;
+            }
+        }
         Ok(())
     }
 
@@ -456,9 +499,10 @@ impl Coordinator {
     }
 
     /// Live keys of `db` across the cluster, in `slots` (SCAN, KEYS,
-    /// DBSIZE, RANDOMKEY). Each key is listed by one node only. Stops after
-    /// the slot in which `limit` keys were reached (0: no limit); returns the
-    /// slot to resume from, if any.
+    /// DBSIZE, RANDOMKEY). Each key is listed by one node only: the first
+    /// reachable replica of its slot. With a `limit`, slots are visited in
+    /// windows, every member at once, until a window brings `limit` keys;
+    /// the answer ends at a slot boundary and `resume` says where to go on.
     pub async fn keys(
         &self,
         db: u8,
@@ -468,48 +512,51 @@ impl Coordinator {
         count_only: bool,
     ) -> CommandResult<KeysAnswer> {
         let owners = self.slot_owners()?;
+        let members = self.membership.members().len() as MemberIndex;
+        let (mut from, end) = (*slots.start(), (*slots.end()).min(SLOTS - 1));
+        let window = if limit == 0 { SLOTS } else { 1024 };
         let mut answer = KeysAnswer::default();
-        let (mut slot, end) = (*slots.start(), (*slots.end()).min(SLOTS - 1));
-        while slot <= end {
-            // The run of slots from `slot` that one member answers for.
-            let owner = owners[usize::from(slot)];
-            let mut last = slot;
-            while last < end && owners[usize::from(last + 1)] == owner {
-                last += 1;
+        while from <= end {
+            let last = (u32::from(from) + u32::from(window) - 1).min(u32::from(end)) as u16;
+            let queries = (0..members).filter_map(|member| {
+                let mut mine = vec![0u8; usize::from(SLOTS) / 8];
+                let mut any = false;
+                for slot in from..=last {
+                    if owners[usize::from(slot)] == member {
+                        mine[usize::from(slot) / 8] |= 1 << (slot % 8);
+                        any = true;
+                    }
+                }
+                let query = KeysQuery {
+                    db,
+                    first: from,
+                    last,
+                    mine: Bytes::from(mine),
+                    pattern: pattern.clone(),
+                    count_only,
+                };
+                any.then(|| self.keys_at(member, query))
+            });
+            for part in futures_util::future::join_all(queries).await {
+                let part = part?;
+                answer.count += part.count;
+                answer.keys.extend(part.keys);
             }
-            let mut mine = vec![0u8; usize::from(SLOTS) / 8];
-            for s in slot..=last {
-                mine[usize::from(s) / 8] |= 1 << (s % 8);
-            }
-            let query = KeysQuery {
-                db,
-                first: slot,
-                last,
-                mine: Bytes::from(mine),
-                pattern: pattern.clone(),
-                limit: if limit == 0 {
-                    0
-                } else {
-                    limit.saturating_sub(answer.keys.len()).max(1)
-                },
-                count_only,
-            };
-            let part = self.keys_at(owner, query).await?;
-            answer.count += part.count;
-            answer.keys.extend(part.keys);
-            if let Some(resume) = part.resume {
-                answer.resume = Some(resume);
+            if limit != 0 && answer.keys.len() >= limit {
+                // Cut after the slot holding the limit-th key, so slots are never split.
+                answer.keys.sort_by_key(|(slot, _)| *slot);
+                let cut = answer.keys[limit - 1].0;
+                answer.keys.retain(|(slot, _)| *slot <= cut);
+                answer.count = answer.keys.len() as u64;
+                answer.resume = (cut < end).then_some(cut + 1);
                 return Ok(answer);
             }
             if last >= end {
                 break;
             }
-            slot = last + 1;
-            if limit != 0 && answer.keys.len() >= limit {
-                answer.resume = Some(slot);
-                return Ok(answer);
-            }
+            from = last + 1;
         }
+        answer.keys.sort_by_key(|(slot, _)| *slot);
         Ok(answer)
     }
 
@@ -591,6 +638,7 @@ pub fn answer_keys(replica: &Replica, query: &KeysQuery) -> CommandResult<KeysAn
     };
     let mut answer = KeysAnswer::default();
     let mut slot = query.first;
+    // One scan per run of consecutive slots this node answers for.
     while slot <= query.last && slot < SLOTS {
         if !mine(slot) {
             slot += 1;
@@ -600,39 +648,22 @@ pub fn answer_keys(replica: &Replica, query: &KeysQuery) -> CommandResult<KeysAn
         while end < query.last && mine(end + 1) {
             end += 1;
         }
-        let mut current = slot;
-        let mut resume = None;
         replica.scan(query.db, slot, &mut |at, key, record| {
             if at > end {
                 return std::ops::ControlFlow::Break(());
-            }
-            if at != current {
-                if query.limit != 0 && answer.count as usize >= query.limit {
-                    resume = Some(at);
-                    return std::ops::ControlFlow::Break(());
-                }
-                current = at;
             }
             let wanted = query.pattern.as_ref().is_none_or(|p| glob::matches(p, key, false));
             if wanted && record.live(now).next().is_some() {
                 answer.count += 1;
                 if !query.count_only {
-                    answer.keys.push(Bytes::copy_from_slice(key));
+                    answer.keys.push((at, Bytes::copy_from_slice(key)));
                 }
             }
             std::ops::ControlFlow::Continue(())
         })?;
-        if resume.is_some() {
-            answer.resume = resume;
-            return Ok(answer);
-        }
-        if end == u16::MAX || end + 1 > query.last {
+        slot = end.saturating_add(1);
+        if end == SLOTS - 1 {
             break;
-        }
-        slot = end + 1;
-        if query.limit != 0 && answer.count as usize >= query.limit {
-            answer.resume = Some(slot);
-            return Ok(answer);
         }
     }
     Ok(answer)

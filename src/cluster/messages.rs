@@ -58,7 +58,7 @@ pub struct Forwarded {
 pub struct KeysQuery {
     /// Database.
     pub db: u8,
-    /// Slots to visit, in order: `first..=last`, skipping those not in `mine`.
+    /// Slots to visit: `first..=last`, skipping those not in `mine`.
     pub first: u16,
     /// Last slot (inclusive).
     pub last: u16,
@@ -67,8 +67,6 @@ pub struct KeysQuery {
     pub mine: Bytes,
     /// Glob pattern on the key, if any.
     pub pattern: Option<Bytes>,
-    /// Stop after the slot in which this many keys were found (0: no limit).
-    pub limit: usize,
     /// Only count, do not return the keys (DBSIZE).
     pub count_only: bool,
 }
@@ -76,11 +74,11 @@ pub struct KeysQuery {
 /// A reply to [`PeerRequest::Keys`].
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct KeysAnswer {
-    /// Matching live keys, in slot order.
-    pub keys: Vec<Bytes>,
+    /// Matching live keys with their slots, in slot order.
+    pub keys: Vec<(u16, Bytes)>,
     /// How many matched (equals `keys.len()` unless `count_only`).
     pub count: u64,
-    /// The first slot not visited because `limit` was reached, if any.
+    /// Where a cluster-wide listing stopped early (SCAN's next cursor).
     pub resume: Option<u16>,
 }
 
@@ -97,6 +95,9 @@ pub enum PeerResponse {
     Keys(KeysAnswer),
     /// The request failed; the text is a Redis error line.
     Error(String),
+    /// A merge was applied, but this replica held versions the sender
+    /// lacked: here is the merged copy (encoded record).
+    Diverged(Bytes),
 }
 
 /// [`Reply`] as it crosses the bus (owned strings only).

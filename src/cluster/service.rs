@@ -47,7 +47,10 @@ impl Service for PeerService {
                 .map(|record| PeerResponse::Record(record.map(|r| Bytes::from(r.encode())))),
             PeerRequest::Merge { db, key, record } => match Record::decode(&record) {
                 None => return PeerResponse::Error("ERR malformed record".into()),
-                Some(record) => self.replica.merge(db, &key, &record).map(|_| PeerResponse::Ack),
+                Some(record) => self.replica.merge(db, &key, &record).map(|diverged| match diverged {
+                    None => PeerResponse::Ack,
+                    Some(merged) => PeerResponse::Diverged(Bytes::from(merged.encode())),
+                }),
             },
             PeerRequest::Forward(command) => {
                 let Some(node) = self.node.get().and_then(Weak::upgrade) else {

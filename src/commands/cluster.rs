@@ -79,7 +79,12 @@ pub async fn cluster(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> 
                 .keys(ctx.session.db, slot..=slot, None, count, false)
                 .await?;
             Ok(Reply::Array(
-                answer.keys.into_iter().take(count).map(Reply::Bulk).collect(),
+                answer
+                    .keys
+                    .into_iter()
+                    .take(count)
+                    .map(|(_, key)| Reply::Bulk(key))
+                    .collect(),
             ))
         }
         "ring" => want(2).map(|()| ring(ctx)),

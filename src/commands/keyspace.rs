@@ -63,7 +63,9 @@ pub async fn keys(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
         .coordinator
         .keys(ctx.session.db, 0..=SLOTS - 1, pattern, 0, false)
         .await?;
-    Ok(Reply::Array(answer.keys.into_iter().map(Reply::Bulk).collect()))
+    Ok(Reply::Array(
+        answer.keys.into_iter().map(|(_, key)| Reply::Bulk(key)).collect(),
+    ))
 }
 
 /// SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]
@@ -98,7 +100,7 @@ pub async fn scan(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
         .coordinator
         .keys(ctx.session.db, cursor as u16..=SLOTS - 1, pattern, count, false)
         .await?;
-    let keys = answer.keys.into_iter().map(Reply::Bulk).collect();
+    let keys = answer.keys.into_iter().map(|(_, key)| Reply::Bulk(key)).collect();
     Ok(scan_reply(answer.resume.map_or(0, u64::from), keys))
 }
 
@@ -118,7 +120,7 @@ pub async fn randomkey(ctx: &mut Ctx<'_>) -> CommandResult<Reply> {
             .await?;
         if !answer.keys.is_empty() {
             let pick = rand::random_range(0..answer.keys.len());
-            return Ok(Reply::Bulk(answer.keys[pick].clone()));
+            return Ok(Reply::Bulk(answer.keys[pick].1.clone()));
         }
     }
     Ok(Reply::Nil)

@@ -140,6 +140,14 @@ pub async fn set(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
         Some((amount, unit, absolute)) => Expiry::At(expire_at(amount, unit, absolute, "set")?),
     };
     let value = argv[2].clone();
+    if !nx && !xx && !get && expiry != Expiry::Keep {
+        // A blind write: nothing about the old value matters.
+        let coordinator = &ctx.node.coordinator;
+        coordinator
+            .put(ctx.scope(), &argv[1], value, expiry.resolve(None))
+            .await?;
+        return Ok(Reply::Ok);
+    }
     ctx.node
         .coordinator
         .update(ctx.scope(), &argv[1], |current| {

@@ -856,16 +856,14 @@ impl Cluster {
         let replicas = size.min(3);
         let quorum = if replicas >= 2 { 2 } else { 1 };
         let mut members = String::new();
-        for i in 0..size {
+        for (i, (resp, peer)) in resp.iter().zip(&peer).enumerate() {
             members.push_str(&format!(
-                "\n[[cluster.members]]\nid = \"node{}\"\naddress = \"127.0.0.1:{}\"\npeer = \"127.0.0.1:{}\"\n",
+                "\n[[cluster.members]]\nid = \"node{}\"\naddress = \"127.0.0.1:{resp}\"\npeer = \"127.0.0.1:{peer}\"\n",
                 i + 1,
-                resp[i],
-                peer[i]
             ));
         }
         let mut nodes = Vec::new();
-        for i in 0..size {
+        for (i, port) in resp.iter().enumerate() {
             let path = conf.path().join(format!("node{}.toml", i + 1));
             let text = format!(
                 "[server]\nenable_debug_command = true\n\n[cluster]\nnode_id = \"node{}\"\nsecret = \"{TEST_SECRET}\"\n\
@@ -873,7 +871,7 @@ impl Cluster {
                 i + 1
             );
             std::fs::write(&path, text).expect("write node config");
-            let port = resp[i].to_string();
+            let port = port.to_string();
             let path = path.display().to_string();
             let mut all = vec!["--config", path.as_str(), "--port", port.as_str()];
             all.extend_from_slice(args);
