@@ -70,6 +70,43 @@ fn any_node_serves_any_key_and_listings_count_each_key_once() {
 }
 
 #[test]
+fn a_pipeline_keeps_its_order_while_distinct_keys_run_concurrently() {
+    let cluster = Cluster::start(3, &[]);
+    let mut raw = cluster.node(1).raw();
+    let commands: [&[&str]; 9] = [
+        &["SET", "p", "1"],
+        &["GET", "p"],
+        &["SET", "p", "2"],
+        &["GET", "p"],
+        &["INCR", "c"],
+        &["INCR", "c"],
+        &["SELECT", "1"],
+        &["GET", "p"],
+        &["INCR", "c"],
+    ];
+    let mut bytes = Vec::new();
+    for command in commands {
+        bytes.extend(common::encode(command));
+    }
+    raw.send(&bytes);
+    let replies: Vec<Resp> = (0..commands.len()).map(|_| raw.read_reply()).collect();
+    assert_eq!(
+        replies,
+        [
+            Resp::ok(),
+            Resp::bulk("1"),
+            Resp::ok(),
+            Resp::bulk("2"),
+            Resp::int(1),
+            Resp::int(2),
+            Resp::ok(),
+            Resp::Nil,
+            Resp::int(1),
+        ]
+    );
+}
+
+#[test]
 fn cluster_commands_describe_the_ring() {
     let cluster = Cluster::start(3, &[]);
     let mut raw = cluster.node(0).raw();

@@ -367,6 +367,14 @@ pub async fn execute(node: &Arc<Node>, session: &mut Session, argv: Vec<Bytes>) 
     }
 }
 
+/// The key of a data command on exactly one key (GET, SET, INCR, ...), which
+/// may run concurrently with commands on other keys; `None` for anything else.
+pub fn single_key(argv: &[Bytes]) -> Option<&Bytes> {
+    let spec = &COMMANDS[lookup(argv.first()?)?];
+    let data = spec.flags & (READONLY | WRITE) != 0;
+    (data && spec.keys == KEY1 && argv.len() >= 2).then(|| &argv[1])
+}
+
 /// Runs a command a peer forwarded to this node as its keys' coordinator.
 /// Only keyed writes are forwarded; anything else is refused.
 pub async fn execute_forwarded(node: &Arc<Node>, command: Forwarded) -> Reply {

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -40,6 +40,21 @@ pub struct Session {
 }
 
 impl Session {
+    /// A copy for running one command of a pipeline concurrently with others.
+    pub fn fork(&self) -> Session {
+        Session {
+            handle: self.handle.clone(),
+            db: self.db,
+            resp: self.resp,
+            authenticated: self.authenticated,
+            closing: false,
+            wrote: false,
+            read_quorum: self.read_quorum,
+            write_quorum: self.write_quorum,
+            forwarded: self.forwarded,
+        }
+    }
+
     /// A fresh session for a connection, authenticated if no password is set.
     pub fn new(handle: Arc<ClientHandle>, authenticated: bool) -> Session {
         Session {
@@ -88,8 +103,33 @@ pub async fn serve(node: Arc<Node>, mut stream: TcpStream, handle: Arc<ClientHan
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
+        // In a cluster a key command waits for peers: the single-key commands
+        // of a pipeline that touch distinct keys run concurrently, replies
+        // still in order. Anything else runs alone, in order.
+        let concurrent = node.coordinator.is_clustered() && session.authenticated;
+        let mut group: Vec<Vec<Bytes>> = Vec::new();
         loop {
-            match parser.next(&mut input) {
+            let parsed = parser.next(&mut input);
+            if let Ok(Some(argv)) = &parsed {
+                let key = concurrent.then(|| commands::single_key(argv)).flatten();
+                if let Some(key) = key {
+                    if !group.iter().any(|other| other[1] == key) {
+                        group.push(argv.clone());
+                        continue;
+                    }
+                }
+            }
+            if !group.is_empty() {
+                run_group(&node, &mut session, std::mem::take(&mut group), &mut output).await;
+                // A command that was not grouped comes after the group.
+                if let Ok(Some(argv)) = &parsed {
+                    if concurrent && commands::single_key(argv).is_some() {
+                        group.push(argv.clone());
+                        continue;
+                    }
+                }
+            }
+            match parsed {
                 Ok(Some(argv)) if argv.is_empty() => {}
                 Ok(Some(argv)) => {
                     let reply = commands::execute(&node, &mut session, argv).await;
@@ -134,6 +174,28 @@ pub async fn serve(node: Arc<Node>, mut stream: TcpStream, handle: Arc<ClientHan
         }
     }
     let _ = stream.shutdown().await;
+}
+
+/// Runs single-key commands on distinct keys concurrently and appends their
+/// replies in order.
+async fn run_group(node: &Arc<Node>, session: &mut Session, group: Vec<Vec<Bytes>>, output: &mut BytesMut) {
+    if group.len() == 1 {
+        if let Some(argv) = group.into_iter().next() {
+            if let Some(reply) = commands::execute(node, session, argv).await {
+                reply.encode(session.resp, output);
+            }
+        }
+        return;
+    }
+    let mut forks: Vec<Session> = group.iter().map(|_| session.fork()).collect();
+    let runs = forks
+        .iter_mut()
+        .zip(group)
+        .map(|(fork, argv)| commands::execute(node, fork, argv));
+    for reply in futures_util::future::join_all(runs).await.into_iter().flatten() {
+        reply.encode(session.resp, output);
+    }
+    session.wrote |= forks.iter().any(|fork| fork.wrote);
 }
 
 /// Sleeps for the idle timeout, or forever when it is 0.
