@@ -4,8 +4,8 @@
 //! Any Redis client connects to any node and uses strings and keys as with
 //! Redis 7. Every record is a set of concurrent values (siblings) with a
 //! dotted-version-vector context, so replication, quorums and conflict
-//! detection slot in under the command layer without changing it. A single
-//! node is a cluster of one.
+//! detection sit under the command layer. A single node is a cluster of one;
+//! listed members form a replicated cluster where any node takes any command.
 //!
 //! # Layout
 //!
@@ -13,10 +13,16 @@
 //! - [`server`]: listener, connections, RESP framing ([`server::parse`]) and
 //!   reply encoding ([`server::reply`]), the client registry.
 //! - [`commands`]: the command table and one file per family (connection,
-//!   server, strings, keyspace).
+//!   server, strings, keyspace, cluster), and where a keyed write runs
+//!   (`route`: here, forwarded to its coordinator, or split per key).
 //! - [`error`]: every failure as a Redis error reply, in one place.
-//! - [`cluster`]: key → slot ([`cluster::slot`]) and the coordinator that
-//!   routes key operations to replicas ([`cluster::coordinator`]).
+//! - [`cluster`]: key → slot ([`cluster::slot`]), slot → preference list
+//!   ([`cluster::ring`]), the member list ([`cluster::membership`]), the
+//!   coordinator that runs quorum reads and writes and read repair
+//!   ([`cluster::coordinator`]), and what peers say to each other
+//!   ([`cluster::messages`], answered by [`cluster::service`]).
+//! - [`net`]: the peer bus: authenticated, multiplexed, coalescing TCP links
+//!   between members.
 //! - [`replica`]: one node's versioned records: read-modify-write under
 //!   per-key locks, the expiry sweep.
 //! - [`version`]: dotted version vectors, siblings and their merge.

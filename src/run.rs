@@ -149,6 +149,7 @@ async fn start_cluster(
             .saturating_add(1 << 20),
         connect_timeout: Duration::from_millis(cluster.request_timeout_ms),
     };
+    bus_config.validate().map_err(|e| StartError::Cluster(e.to_string()))?;
     let bus = Bus::start(bus_config, listener, service.clone());
     tracing::info!(
         peer = %me,
