@@ -82,11 +82,7 @@ async fn run_one(node: &Arc<Node>, template: &Session, cmd: Cmd, argv: Vec<Bytes
     let result = match route {
         Route::Remote(to) => forward(node, template, to, argv).await,
         Route::Local => {
-            let mut session = Session::new(template.handle.clone(), true);
-            session.db = template.db;
-            session.resp = template.resp;
-            session.read_quorum = template.read_quorum;
-            session.write_quorum = template.write_quorum;
+            let mut session = template.fork();
             session.forwarded = true;
             let mut ctx = Ctx {
                 node,
