@@ -118,6 +118,9 @@ where
             () = token.cancelled() => return Ok(()),
             () = outbox.ready() => {}
         }
+        // Let the tasks already runnable queue their messages too: one write
+        // for them all costs less than a write each.
+        tokio::task::yield_now().await;
         outbox.take(&mut batch);
         if batch.is_empty() {
             continue;
