@@ -5,7 +5,7 @@
 //! striped per-key lock that is never held across an await. The expiry index
 //! lets the active sweep find due records without scanning everything.
 
-use std::ops::ControlFlow;
+use std::ops::{ControlFlow, RangeInclusive};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -367,16 +367,20 @@ impl Replica {
         Ok(())
     }
 
-    /// Visits stored records of database `db` from slot `from_slot` on, in
-    /// storage order, until `visit` breaks. `visit` gets the slot, the user key
-    /// and the record; it must not write (engines may hold a read lock).
-    pub fn scan(&self, db: u8, from_slot: u16, visit: &mut RecordVisitor<'_>) -> CommandResult<()> {
-        let start = storage_key(from_slot, 0, b"");
+    /// Visits stored records of database `db` in slots `slots`, in storage
+    /// order, until `visit` breaks. `visit` gets the slot, the user key and
+    /// the record; it must not write (engines may hold a read lock).
+    pub fn scan(&self, db: u8, slots: RangeInclusive<u16>, visit: &mut RecordVisitor<'_>) -> CommandResult<()> {
+        let start = storage_key(*slots.start(), db, b"");
+        let last = *slots.end();
         let mut failure = None;
         self.engine.scan(Space::Records, &start, &mut |stored, bytes| {
             let Some((slot, key_db, key)) = split_storage_key(stored) else {
                 return ControlFlow::Continue(());
             };
+            if slot > last {
+                return ControlFlow::Break(());
+            }
             if key_db != db {
                 return ControlFlow::Continue(());
             }
@@ -504,7 +508,7 @@ mod tests {
     fn count(replica: &Replica, db: u8) -> usize {
         let mut n = 0;
         replica
-            .scan(db, 0, &mut |_, _, _| {
+            .scan(db, 0..=u16::MAX, &mut |_, _, _| {
                 n += 1;
                 ControlFlow::Continue(())
             })

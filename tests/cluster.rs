@@ -337,3 +337,39 @@ fn a_peer_with_the_wrong_secret_is_refused() {
     });
     assert_eq!(reachable(cluster.node(0)), 2, "the members still reach each other");
 }
+
+#[test]
+fn listings_of_an_empty_database_skip_the_others_quickly() {
+    let cluster = Cluster::start(3, &[]);
+    let mut raw = cluster.node(0).raw();
+    let mut pipeline = Vec::new();
+    for i in 0..5000 {
+        pipeline.extend(common::encode(&["SET", &format!("bulk:{i}"), "x"]));
+    }
+    raw.send(&pipeline);
+    for _ in 0..5000 {
+        assert_eq!(raw.read_reply(), Resp::ok());
+    }
+    raw.expect(&["SELECT", "3"], Resp::ok());
+    // Every member scans only its own slots of db 3, not all of db 0 once per slot run.
+    raw.expect(&["DBSIZE"], Resp::int(0));
+    raw.expect(&["KEYS", "*"], Resp::Array(Vec::new()));
+    raw.expect(&["SELECT", "0"], Resp::ok());
+    raw.expect(&["DBSIZE"], Resp::int(5000));
+}
+
+#[test]
+fn flushdb_is_not_undone_by_replication_still_in_flight() {
+    let cluster = Cluster::start(3, &[]);
+    let mut raw = cluster.node(1).raw();
+    for round in 0..500 {
+        raw.expect(&["SET", "a", "1"], Resp::ok());
+        raw.expect(&["INCR", "a"], Resp::int(2));
+        raw.expect(&["FLUSHDB"], Resp::ok());
+        assert_eq!(
+            raw.cmd(&["GET", "a"]),
+            Resp::Nil,
+            "round {round}: a copy outlived FLUSHDB"
+        );
+    }
+}

@@ -15,12 +15,13 @@
 //! local replica.
 
 use std::ops::RangeInclusive;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::Notify;
 
 use super::membership::Membership;
 use super::messages::{Forwarded, KeysAnswer, KeysQuery, PeerRequest, PeerResponse};
@@ -83,6 +84,33 @@ pub struct Coordinator {
     write_quorum: usize,
     /// INFO counters.
     pub stats: Arc<ClusterStats>,
+    in_flight: Arc<InFlight>,
+}
+
+/// Replications and repairs sent and not yet answered, so FLUSHDB can wait
+/// for them to land before it flushes (else a late copy would outlive it).
+#[derive(Default)]
+struct InFlight {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+/// One operation counted in [`InFlight`] until dropped.
+struct InFlightGuard(Arc<InFlight>);
+
+impl InFlight {
+    fn enter(self: &Arc<Self>) -> InFlightGuard {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        InFlightGuard(self.clone())
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 impl Coordinator {
@@ -95,6 +123,7 @@ impl Coordinator {
             read_quorum: 1,
             write_quorum: 1,
             stats: Arc::default(),
+            in_flight: Arc::default(),
         }
     }
 
@@ -113,6 +142,7 @@ impl Coordinator {
             read_quorum,
             write_quorum,
             stats: Arc::default(),
+            in_flight: Arc::default(),
         }
     }
 
@@ -256,7 +286,9 @@ impl Coordinator {
     ) {
         let (bus, timeout, local, stats) = (peers.bus.clone(), peers.timeout, self.local.clone(), self.stats.clone());
         let me = self.membership.me();
+        let in_flight = self.in_flight.enter();
         tokio::spawn(async move {
+            let _in_flight = in_flight;
             while let Some((m, copy)) = pending.next().await {
                 if let Some(copy) = copy {
                     copies.push((m, copy));
@@ -395,6 +427,7 @@ impl Coordinator {
         write: usize,
     ) -> CommandResult<Vec<Record>> {
         let me = self.membership.me();
+        let in_flight = self.in_flight.enter();
         let (key, encoded) = (Bytes::copy_from_slice(key), Bytes::from(record.encode()));
         let mut acks: FuturesUnordered<_> = list
             .iter()
@@ -406,7 +439,8 @@ impl Coordinator {
                     key: key.clone(),
                     record: encoded.clone(),
                 };
-                peers.bus.call(m, request, peers.timeout)
+                let (bus, timeout) = (peers.bus.clone(), peers.timeout);
+                async move { bus.call(m, request, timeout).await }
             })
             .collect();
         let (mut acked, mut diverged) = (1, Vec::new());
@@ -429,7 +463,13 @@ impl Coordinator {
                 replicas: list.len(),
             });
         }
-        // The rest were sent already; their answers are not awaited.
+        if !acks.is_empty() {
+            // Not waited for, but counted until they land (FLUSHDB's fence).
+            tokio::spawn(async move {
+                let _in_flight = in_flight;
+                while acks.next().await.is_some() {}
+            });
+        }
         Ok(diverged)
     }
 
@@ -563,7 +603,7 @@ impl Coordinator {
     async fn keys_at(&self, member: MemberIndex, query: KeysQuery) -> CommandResult<KeysAnswer> {
         let peers = match &self.peers {
             Some(peers) if member != self.membership.me() => peers,
-            _ => return answer_keys(&self.local, &query),
+            _ => return tokio::task::block_in_place(|| answer_keys(&self.local, &query)),
         };
         match peers.bus.call(member, PeerRequest::Keys(query), peers.timeout).await {
             Ok(PeerResponse::Keys(answer)) => Ok(answer),
@@ -575,12 +615,31 @@ impl Coordinator {
 
     /// Visits this node's records of `db` from `from_slot` on (INFO keyspace).
     pub async fn scan_local(&self, db: u8, from_slot: u16, visit: &mut RecordVisitor<'_>) -> CommandResult<()> {
-        self.local.scan(db, from_slot, visit)
+        self.local.scan(db, from_slot..=SLOTS - 1, visit)
+    }
+
+    /// Waits (at most the request timeout) until every replication and
+    /// repair this node has in flight has landed or failed.
+    pub async fn drain(&self) {
+        let Some(peers) = &self.peers else { return };
+        let idle = async {
+            loop {
+                let notified = self.in_flight.idle.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if self.in_flight.count.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(peers.timeout, idle).await;
     }
 
     /// FLUSHDB (`Some(db)`) or FLUSHALL (`None`) on every node. Refused
     /// unless every member is reachable, so no node keeps keys the others
-    /// dropped (read repair would bring them back).
+    /// dropped (read repair would bring them back). First every node's
+    /// replication in flight is let land, so none arrives after the flush.
     pub async fn flush(&self, db: Option<u8>) -> CommandResult<()> {
         let Some(peers) = &self.peers else {
             return self.local.flush(db);
@@ -592,7 +651,11 @@ impl Coordinator {
         if let Some(&down) = others.iter().find(|&&m| !self.is_reachable(m)) {
             return Err(self.peer_error(down, "unreachable; FLUSHDB and FLUSHALL need every node"));
         }
-        self.local.flush(db)?;
+        let drains = others
+            .iter()
+            .map(|&m| peers.bus.call(m, PeerRequest::Drain, peers.timeout));
+        futures_util::future::join(self.drain(), futures_util::future::join_all(drains)).await;
+        tokio::task::block_in_place(|| self.local.flush(db))?;
         let calls = others.iter().map(|&m| async move {
             let answer = peers.bus.call(m, PeerRequest::Flush { db }, peers.timeout).await;
             (m, answer)
@@ -648,10 +711,7 @@ pub fn answer_keys(replica: &Replica, query: &KeysQuery) -> CommandResult<KeysAn
         while end < query.last && mine(end + 1) {
             end += 1;
         }
-        replica.scan(query.db, slot, &mut |at, key, record| {
-            if at > end {
-                return std::ops::ControlFlow::Break(());
-            }
+        replica.scan(query.db, slot..=end, &mut |at, key, record| {
             let wanted = query.pattern.as_ref().is_none_or(|p| glob::matches(p, key, false));
             if wanted && record.live(now).next().is_some() {
                 answer.count += 1;

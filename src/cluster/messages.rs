@@ -35,6 +35,9 @@ pub enum PeerRequest {
         /// Database, or all.
         db: Option<u8>,
     },
+    /// Answer once every replication and repair this node had in flight
+    /// has been applied or has failed (FLUSHDB's fence).
+    Drain,
 }
 
 /// A command forwarded to the coordinator of its keys, with the client's

@@ -58,8 +58,20 @@ impl Service for PeerService {
                 };
                 return PeerResponse::Reply(commands::execute_forwarded(&node, command).await.into());
             }
-            PeerRequest::Keys(query) => answer_keys(&self.replica, &query).map(PeerResponse::Keys),
-            PeerRequest::Flush { db } => self.replica.flush(db).map(|()| PeerResponse::Ack),
+            // Scans of the whole store: other tasks move to another worker meanwhile.
+            PeerRequest::Keys(query) => {
+                tokio::task::block_in_place(|| answer_keys(&self.replica, &query)).map(PeerResponse::Keys)
+            }
+            PeerRequest::Flush { db } => {
+                tokio::task::block_in_place(|| self.replica.flush(db)).map(|()| PeerResponse::Ack)
+            }
+            PeerRequest::Drain => {
+                let node = self.node.get().and_then(Weak::upgrade);
+                if let Some(node) = node {
+                    node.coordinator.drain().await;
+                }
+                Ok(PeerResponse::Ack)
+            }
         };
         answer.unwrap_or_else(|e| PeerResponse::Error(e.to_string()))
     }
