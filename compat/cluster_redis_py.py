@@ -60,7 +60,7 @@ def main():
             except Exception as e:
                 print(f"  {' '.join(cmd)}: {type(e).__name__}: {e}")
         for name in ("set-get-200", "every-node-reads-200", "mset-nonatomic", "mget-nonatomic",
-                     "delete-200", "hash-tag-mget", "slot-owner-matches"):
+                     "delete-200", "hash-tag-mget", "slot-owner-matches", "pipeline-200"):
             report(f"redis-cluster.{name}", False, "RedisCluster did not initialise")
         return
     rc = state["rc"]
@@ -117,6 +117,20 @@ def main():
                 bad.append((k, slot, srv))
         return f"client vs server KEYSLOT differ: {bad[:3]}" if bad else True
 
+    def pipeline():
+        # RedisCluster's pipeline groups commands by node and sends each group at once
+        pipe = rc.pipeline()
+        for i in range(100):
+            pipe.set(f"rc:pl:{i}", f"p{i}")
+        for i in range(100):
+            pipe.get(f"rc:pl:{i}")
+        replies = pipe.execute()
+        want = [True] * 100 + [f"p{i}".encode() for i in range(100)]
+        if replies != want:
+            diff = [(i, g, w) for i, (g, w) in enumerate(zip(replies, want)) if g != w]
+            return f"{len(diff)} pipeline replies wrong, e.g. {diff[:3]}"
+        return True
+
     def delete():
         n = sum(rc.delete(k) for k in keys)
         left = [(p, k) for p, c in zip(PORTS, plain) for k in keys if c.exists(k)]
@@ -130,6 +144,7 @@ def main():
     run("redis-cluster.mget-nonatomic", mget)
     run("redis-cluster.hash-tag-mget", hash_tag)
     run("redis-cluster.slot-owner-matches", slot_owner)
+    run("redis-cluster.pipeline-200", pipeline)
     run("redis-cluster.delete-200", delete)
     rc.close()
 
