@@ -541,7 +541,7 @@ impl Coordinator {
     /// Live keys of `db` across the cluster, in `slots` (SCAN, KEYS,
     /// DBSIZE, RANDOMKEY). Each key is listed by one node only: the first
     /// reachable replica of its slot. With a `limit`, slots are visited in
-    /// windows, every member at once, until a window brings `limit` keys;
+    /// growing windows, every member at once, until `limit` keys are found;
     /// the answer ends at a slot boundary and `resume` says where to go on.
     pub async fn keys(
         &self,
@@ -554,10 +554,16 @@ impl Coordinator {
         let owners = self.slot_owners()?;
         let members = self.membership.members().len() as MemberIndex;
         let (mut from, end) = (*slots.start(), (*slots.end()).min(SLOTS - 1));
-        let window = if limit == 0 { SLOTS } else { 1024 };
+        // A window about as many slots wide as keys are wanted, doubled while
+        // it brings too few: SCAN COUNT 10 reads a few slots, not thousands.
+        let mut window = if limit == 0 {
+            u32::from(SLOTS)
+        } else {
+            limit.clamp(1, 1024) as u32
+        };
         let mut answer = KeysAnswer::default();
         while from <= end {
-            let last = (u32::from(from) + u32::from(window) - 1).min(u32::from(end)) as u16;
+            let last = (u32::from(from) + window - 1).min(u32::from(end)) as u16;
             let queries = (0..members).filter_map(|member| {
                 let mut mine = vec![0u8; usize::from(SLOTS) / 8];
                 let mut any = false;
@@ -595,6 +601,7 @@ impl Coordinator {
                 break;
             }
             from = last + 1;
+            window = (window * 2).min(u32::from(SLOTS));
         }
         answer.keys.sort_by_key(|(slot, _)| *slot);
         Ok(answer)
