@@ -31,7 +31,7 @@ use super::slot::{key_slot, SLOTS};
 use crate::clock::now_ms;
 use crate::error::{CommandError, CommandResult};
 use crate::glob;
-use crate::net::{Bus, BusError};
+use crate::net::Bus;
 use crate::node::Stats;
 use crate::replica::{Current, Mutation, RecordVisitor, Replica};
 use crate::server::reply::Reply;
@@ -519,7 +519,7 @@ impl Coordinator {
             Ok(PeerResponse::Reply(reply)) => Ok(reply.into()),
             Ok(PeerResponse::Error(e)) => Ok(Reply::Error(e)),
             Ok(_) => Err(self.peer_error(to, "unexpected response")),
-            Err(e) => Err(self.peer_error(to, &bus_reason(&e))),
+            Err(e) => Err(self.peer_error(to, &e.to_string())),
         }
     }
 
@@ -616,7 +616,7 @@ impl Coordinator {
             Ok(PeerResponse::Keys(answer)) => Ok(answer),
             Ok(PeerResponse::Error(e)) => Err(self.peer_error(member, &e)),
             Ok(_) => Err(self.peer_error(member, "unexpected response")),
-            Err(e) => Err(self.peer_error(member, &bus_reason(&e))),
+            Err(e) => Err(self.peer_error(member, &e.to_string())),
         }
     }
 
@@ -672,7 +672,7 @@ impl Coordinator {
                 Ok(PeerResponse::Ack) => {}
                 Ok(PeerResponse::Error(e)) => return Err(self.peer_error(m, &e)),
                 Ok(_) => return Err(self.peer_error(m, "unexpected response")),
-                Err(e) => return Err(self.peer_error(m, &bus_reason(&e))),
+                Err(e) => return Err(self.peer_error(m, &e.to_string())),
             }
         }
         Ok(())
@@ -691,10 +691,6 @@ fn merge_copies(copies: &[(MemberIndex, Option<Arc<Record>>)]) -> Option<Arc<Rec
         }
     }
     merged
-}
-
-fn bus_reason(e: &BusError) -> String {
-    e.to_string()
 }
 
 /// Answers a [`KeysQuery`] from the local replica (for this node or a peer).
