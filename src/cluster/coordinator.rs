@@ -190,6 +190,13 @@ impl Coordinator {
             .find(|&m| self.is_reachable(m))
     }
 
+    /// Every member's reachability now, by index (one look per member, not per slot).
+    fn reachable_members(&self) -> Vec<bool> {
+        (0..self.membership.members().len() as MemberIndex)
+            .map(|m| self.is_reachable(m))
+            .collect()
+    }
+
     /// Where a write to `key` runs.
     pub fn route(&self, key: &[u8]) -> CommandResult<Route> {
         if self.peers.is_none() {
@@ -533,8 +540,14 @@ impl Coordinator {
     /// Which member answers for each slot in cluster-wide key listings: the
     /// first reachable replica, so each key is listed once.
     fn slot_owners(&self) -> CommandResult<Vec<MemberIndex>> {
+        let ring = self.membership.ring();
+        let reachable = self.reachable_members();
         (0..SLOTS)
-            .map(|slot| self.coordinator_of(slot).ok_or(CommandError::NoReplica))
+            .map(|slot| {
+                let list = ring.preference_list(slot);
+                let owner = list.iter().copied().find(|&m| reachable[usize::from(m)]);
+                owner.ok_or(CommandError::NoReplica)
+            })
             .collect()
     }
 

@@ -317,11 +317,7 @@ pub struct Ctx<'a> {
 impl Ctx<'_> {
     /// The database and quorums key operations of this connection use.
     pub fn scope(&self) -> Scope {
-        Scope {
-            db: self.session.db,
-            read: self.session.read_quorum,
-            write: self.session.write_quorum,
-        }
+        self.session.scope()
     }
 }
 

@@ -124,11 +124,7 @@ pub async fn split(node: &Arc<Node>, session: &Session, cmd: Cmd, argv: &[Bytes]
                 pairs.push((&pair[0], &pair[1]));
             }
             if cmd == Cmd::Msetnx {
-                let scope = crate::cluster::coordinator::Scope {
-                    db: session.db,
-                    read: session.read_quorum,
-                    write: session.write_quorum,
-                };
+                let scope = session.scope();
                 let now = crate::clock::now_ms();
                 let reads = pairs.iter().map(|(key, _)| node.coordinator.read(scope, key));
                 for record in join_all(reads).await {

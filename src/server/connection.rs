@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 use super::clients::ClientHandle;
 use super::parse::RequestParser;
 use super::reply::Reply;
+use crate::cluster::coordinator::Scope;
 use crate::commands;
 use crate::node::Node;
 
@@ -40,6 +41,15 @@ pub struct Session {
 }
 
 impl Session {
+    /// The database and quorums this connection's key operations use.
+    pub fn scope(&self) -> Scope {
+        Scope {
+            db: self.db,
+            read: self.read_quorum,
+            write: self.write_quorum,
+        }
+    }
+
     /// A copy for running one command of a pipeline concurrently with others.
     pub fn fork(&self) -> Session {
         Session {
@@ -110,24 +120,24 @@ pub async fn serve(node: Arc<Node>, mut stream: TcpStream, handle: Arc<ClientHan
         let mut group: Vec<Vec<Bytes>> = Vec::new();
         loop {
             let parsed = parser.next(&mut input);
-            if let Ok(Some(argv)) = &parsed {
-                let key = concurrent.then(|| commands::single_key(argv)).flatten();
-                if let Some(key) = key {
-                    if !group.iter().any(|other| other[1] == key) {
-                        group.push(argv.clone());
-                        continue;
-                    }
+            // Some(clash) for a groupable command: whether its key is already in the group.
+            let groupable = match &parsed {
+                Ok(Some(argv)) if concurrent => {
+                    commands::single_key(argv).map(|key| group.iter().any(|other| other[1] == *key))
                 }
+                _ => None,
+            };
+            if let Some(clash) = groupable {
+                if clash {
+                    run_group(&node, &mut session, std::mem::take(&mut group), &mut output).await;
+                }
+                if let Ok(Some(argv)) = parsed {
+                    group.push(argv);
+                }
+                continue;
             }
             if !group.is_empty() {
                 run_group(&node, &mut session, std::mem::take(&mut group), &mut output).await;
-                // A command that was not grouped comes after the group.
-                if let Ok(Some(argv)) = &parsed {
-                    if concurrent && commands::single_key(argv).is_some() {
-                        group.push(argv.clone());
-                        continue;
-                    }
-                }
             }
             match parsed {
                 Ok(Some(argv)) if argv.is_empty() => {}
