@@ -158,6 +158,13 @@ pub trait Service: Send + Sync + 'static {
     /// The answer to a [`Service::Request`].
     type Response: Serialize + DeserializeOwned + Send + 'static;
 
+    /// Answers `request` on the spot when that needs no waiting (a read or write of the local copy), which spares a
+    /// task per request; a request it hands back goes to [`Service::handle`]. The default hands everything back.
+    fn handle_now(&self, from: PeerId, request: Self::Request) -> Result<Self::Response, Self::Request> {
+        let _ = from;
+        Err(request)
+    }
+
     /// Answers one request from `from`. Runs in its own task: it may await other peers.
     fn handle(self: Arc<Self>, from: PeerId, request: Self::Request) -> impl Future<Output = Self::Response> + Send;
 

@@ -1,4 +1,5 @@
-//! The answering side: the accept loop, and one task per accepted connection that spawns a task per request.
+//! The answering side: the accept loop, and one task per accepted connection that answers quick requests itself
+//! and spawns a task for each of the others.
 //!
 //! Handlers push their responses into the connection's outbox; its writer awaits the service's `before_reply`
 //! once per batch and writes the batch. A handler that ends without answering (panic, runtime shutdown) still
@@ -123,13 +124,16 @@ async fn serve<S: Service>(inner: Arc<Inner<S>>, mut stream: TcpStream, addr: So
             outbox: Some(outbox.clone()),
         };
         match postcard::from_bytes::<S::Request>(body) {
-            Ok(request) => {
-                let service = inner.service.clone();
-                tokio::spawn(async move {
-                    let response = service.handle(peer, request).await;
-                    reply.send(Ok(response));
-                });
-            }
+            Ok(request) => match inner.service.handle_now(peer, request) {
+                Ok(response) => reply.send(Ok(response)),
+                Err(request) => {
+                    let service = inner.service.clone();
+                    tokio::spawn(async move {
+                        let response = service.handle(peer, request).await;
+                        reply.send(Ok(response));
+                    });
+                }
+            },
             Err(e) => {
                 debug!(peer = %name, error = %e, "undecodable request");
                 reply.send(Err(RemoteFailure::Undecodable));

@@ -26,6 +26,8 @@ enum Req {
     Blob(Vec<u8>),
     /// Asks for a response of this many bytes.
     Big(usize),
+    /// Answered by `handle_now`; `handle` refuses it.
+    Now(u64),
 }
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -39,6 +41,7 @@ enum Resp {
     Gated(u64),
     Blob(usize),
     Big(Vec<u8>),
+    Now(u64),
 }
 
 struct TestService {
@@ -85,6 +88,14 @@ impl Service for TestService {
             Req::Panic => panic!("handler panic requested by the test"),
             Req::Blob(blob) => Resp::Blob(blob.len()),
             Req::Big(size) => Resp::Big(vec![7; size]),
+            Req::Now(_) => panic!("a quick request reached the task-per-request path"),
+        }
+    }
+
+    fn handle_now(&self, _from: PeerId, request: Req) -> Result<Resp, Req> {
+        match request {
+            Req::Now(value) => Ok(Resp::Now(value)),
+            other => Err(other),
         }
     }
 
@@ -505,6 +516,26 @@ async fn responses_wait_for_before_reply() {
     nodes[1].service.reply_gate.add_permits(1_000);
     let result = call.await.expect("task");
     assert!(matches!(result, Ok(Resp::Echo { value: 3, .. })), "{result:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quick_requests_are_answered_inline_and_still_wait_for_before_reply() {
+    let (nodes, _) = cluster(2).await;
+    assert_eq!(
+        nodes[0].bus.call(1, Req::Now(8), LONG).await.expect("inline"),
+        Resp::Now(8)
+    );
+    nodes[1].service.hold_replies.store(true, Ordering::SeqCst);
+    let bus = nodes[0].bus.clone();
+    let call = tokio::spawn(async move { bus.call(1, Req::Now(9), LONG).await });
+    eventually("the writer is in before_reply", || {
+        nodes[1].service.in_barrier.load(Ordering::SeqCst)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!call.is_finished(), "an inline answer skipped before_reply");
+    nodes[1].service.reply_gate.add_permits(1_000);
+    assert_eq!(call.await.expect("task").expect("inline"), Resp::Now(9));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
