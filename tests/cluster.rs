@@ -262,6 +262,51 @@ fn a_partition_makes_siblings_that_writes_resolve() {
     a.expect(&["GET", "doc"], Resp::bulk("resolved"));
 }
 
+/// A forwarder that is itself a replica sends its copy with the command and
+/// stores the written record from the reply before it answers, so a write
+/// coordinated by a node that missed a version the forwarder holds still
+/// supersedes that version, and the forwarder's own copy is current at once.
+#[test]
+fn a_forwarding_replica_hands_its_copy_over_and_takes_the_write_back() {
+    let cluster = Cluster::start(3, &[]);
+    let (mut a, mut b) = (cluster.node(0).raw(), cluster.node(1).raw());
+    let key = (0..)
+        .map(|i| format!("hb:{i}"))
+        .find(|key| coordinator_of(&mut a, key) == "node2")
+        .expect("some key is coordinated by node2");
+    b.expect(&["DEBUG", "ISOLATE", "node1", "node3"], Resp::ok());
+    wait_until(CONVERGE, "node1 loses node2", || reachable(cluster.node(0)) == 2);
+    a.expect(&["SET", &key, "old"], Resp::ok());
+    b.expect(&["DEBUG", "HEAL"], Resp::ok());
+    cluster.wait_connected();
+
+    let before = handed_back(&mut a);
+    a.expect(&["SET", &key, "new"], Resp::ok());
+    assert_eq!(handed_back(&mut a), before + 1, "node2 handed the record back");
+    let mut local = cluster.node(0).raw();
+    local.expect(&["CONSISTENCY", "READ", "ONE"], Resp::ok());
+    local.expect(&["GET", &key], Resp::bulk("new"));
+    a.expect(&["CONSISTENCY", "READ", "ALL"], Resp::ok());
+    a.expect(&["GET", &key], Resp::bulk("new"));
+}
+
+fn coordinator_of(raw: &mut Raw, key: &str) -> String {
+    let rows = raw.cmd(&["CLUSTER", "PREFLIST", key]);
+    let row = rows
+        .as_array()
+        .iter()
+        .find(|row| row.as_array()[2].text() == "coordinator")
+        .cloned();
+    row.expect("a coordinator").as_array()[0].text()
+}
+
+fn handed_back(raw: &mut Raw) -> u64 {
+    let info = raw.cmd(&["CLUSTER", "INFO"]).text();
+    common::info_field(&info, "ringkv_handed_back")
+        .and_then(|v| v.parse().ok())
+        .expect("ringkv_handed_back in CLUSTER INFO")
+}
+
 /// The values of a siblings array, sorted (their order is by version, not by time).
 fn values(reply: Resp) -> Vec<String> {
     let mut values: Vec<String> = reply.as_array().iter().map(Resp::text).collect();

@@ -23,8 +23,9 @@ use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::Notify;
 
+use super::handback;
 use super::membership::Membership;
-use super::messages::{Forwarded, KeysAnswer, KeysQuery, PeerRequest, PeerResponse};
+use super::messages::{Forwarded, Handed, KeyCopy, KeysAnswer, KeysQuery, PeerRequest, PeerResponse};
 use super::ring::MemberIndex;
 use super::service::PeerService;
 use super::slot::{key_slot, SLOTS};
@@ -63,6 +64,8 @@ pub enum Route {
 pub struct ClusterStats {
     /// Commands forwarded to another coordinator.
     pub forwarded: AtomicU64,
+    /// Records a coordinator handed back with a forwarded command's reply.
+    pub handed_back: AtomicU64,
     /// Copies sent to repair a stale or missing replica.
     pub read_repairs: AtomicU64,
     /// Operations refused for lack of a quorum.
@@ -224,7 +227,7 @@ impl Coordinator {
             return self.local.read(scope.db, key);
         }
         let key = Bytes::copy_from_slice(key);
-        let mut pending = self.ask_copies(peers, list, scope.db, &key);
+        let mut pending = self.ask_copies(peers, list, scope.db, &key, None);
         let mut copies: Vec<(MemberIndex, Option<Arc<Record>>)> = Vec::with_capacity(list.len());
         if local_replica {
             copies.push((me, self.local.read(scope.db, &key)?));
@@ -249,20 +252,21 @@ impl Coordinator {
         Ok(merged)
     }
 
-    /// Asks every other replica in `list` for its copy of `key`; each future
-    /// yields the member and its copy (`None` if it did not answer).
+    /// Asks every other replica in `list` but `except` for its copy of `key`;
+    /// each future yields the member and its copy (`None` if it did not answer).
     fn ask_copies(
         &self,
         peers: &Peers,
         list: &[MemberIndex],
         db: u8,
         key: &Bytes,
+        except: Option<MemberIndex>,
     ) -> FuturesUnordered<impl std::future::Future<Output = (MemberIndex, Option<Option<Arc<Record>>>)> + Send + 'static>
     {
         let me = self.membership.me();
         list.iter()
             .copied()
-            .filter(|&m| m != me)
+            .filter(|&m| m != me && Some(m) != except)
             .map(|m| {
                 let bus = peers.bus.clone();
                 let request = PeerRequest::Read { db, key: key.clone() };
@@ -332,12 +336,14 @@ impl Coordinator {
     /// Merges R copies of `key` (this node's included) into the local one
     /// before a write, so the write supersedes what a quorum has acknowledged.
     async fn catch_up(&self, peers: &Peers, scope: Scope, list: &[MemberIndex], key: &[u8], need: usize) {
-        if need <= 1 {
+        // A forwarder's copy came with the command and is merged already.
+        let forwarder = handback::forwarder_of(scope.db, key, list);
+        let mut answered = 1 + usize::from(forwarder.is_some());
+        if answered >= need {
             return;
         }
         let key = Bytes::copy_from_slice(key);
-        let mut pending = self.ask_copies(peers, list, scope.db, &key);
-        let mut answered = 1;
+        let mut pending = self.ask_copies(peers, list, scope.db, &key, forwarder);
         while answered < need {
             match pending.next().await {
                 Some((_, Some(copy))) => {
@@ -435,30 +441,44 @@ impl Coordinator {
     ) -> CommandResult<Vec<Record>> {
         let me = self.membership.me();
         let in_flight = self.in_flight.enter();
+        // The forwarder, a replica that sent its copy, stores the record from the reply before answering.
+        let mut forwarder = handback::forwarder_of(db, key, list);
         let (key, encoded) = (Bytes::copy_from_slice(key), Bytes::from(record.encode()));
+        let merge = |m: MemberIndex| {
+            let request = PeerRequest::Merge {
+                db,
+                key: key.clone(),
+                record: encoded.clone(),
+            };
+            let (bus, timeout) = (peers.bus.clone(), peers.timeout);
+            async move { bus.call(m, request, timeout).await }
+        };
         let mut acks: FuturesUnordered<_> = list
             .iter()
             .copied()
-            .filter(|&m| m != me)
-            .map(|m| {
-                let request = PeerRequest::Merge {
-                    db,
-                    key: key.clone(),
-                    record: encoded.clone(),
-                };
-                let (bus, timeout) = (peers.bus.clone(), peers.timeout);
-                async move { bus.call(m, request, timeout).await }
-            })
+            .filter(|&m| m != me && Some(m) != forwarder)
+            .map(merge)
             .collect();
-        let (mut acked, mut diverged) = (1, Vec::new());
-        while acked < write {
-            match acks.next().await {
-                Some(Ok(PeerResponse::Ack)) => acked += 1,
-                Some(Ok(PeerResponse::Diverged(bytes))) => {
-                    acked += 1;
-                    diverged.extend(Record::decode(&bytes));
+        let (mut acked, mut diverged) = (1 + usize::from(forwarder.is_some()), Vec::new());
+        loop {
+            while acked < write {
+                match acks.next().await {
+                    Some(Ok(PeerResponse::Ack)) => acked += 1,
+                    Some(Ok(PeerResponse::Diverged(bytes))) => {
+                        acked += 1;
+                        diverged.extend(Record::decode(&bytes));
+                    }
+                    Some(_) => {}
+                    None => break,
                 }
-                Some(_) => {}
+            }
+            // Short of W without the forwarder's copy: ask for its ack the usual way, so the count is exact.
+            match forwarder.take() {
+                Some(m) if acked < write => {
+                    acked -= 1;
+                    acks.push(merge(m));
+                }
+                Some(_) => handback::hand_back(db, &key, encoded.clone()),
                 None => break,
             }
         }
@@ -514,20 +534,80 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Runs a command at another member, as coordinator of its keys.
-    pub async fn forward(&self, to: MemberIndex, command: Forwarded) -> CommandResult<Reply> {
+    /// Runs a command at another member, as coordinator of its keys (at
+    /// positions `keys` of its argv). This node's copies of the keys it is a
+    /// replica of go along, and the records written for them come back in the
+    /// reply (see [`handback`]).
+    pub async fn forward(
+        &self,
+        to: MemberIndex,
+        mut command: Forwarded,
+        keys: impl Iterator<Item = usize>,
+    ) -> CommandResult<Reply> {
         let Some(peers) = &self.peers else {
             return Err(CommandError::NoReplica);
         };
         Stats::bump(&self.stats.forwarded);
+        command.copies = self.copies_of(command.db, keys.filter_map(|i| command.argv.get(i)))?;
+        // Records handed back land after the call: FLUSHDB waits for them.
+        let _in_flight = (!command.copies.is_empty()).then(|| self.in_flight.enter());
         // The coordinator waits for its own peers first.
         let timeout = peers.timeout * 2;
         match peers.bus.call(to, PeerRequest::Forward(command), timeout).await {
             Ok(PeerResponse::Reply(reply)) => Ok(reply.into()),
+            Ok(PeerResponse::Handback { reply, records }) => {
+                self.take_back(peers, to, records)?;
+                Ok(reply.into())
+            }
             Ok(PeerResponse::Error(e)) => Ok(Reply::Error(e)),
             Ok(_) => Err(self.peer_error(to, "unexpected response")),
             Err(e) => Err(self.peer_error(to, &e.to_string())),
         }
+    }
+
+    /// This node's copies of those of `keys` it is a replica of.
+    fn copies_of<'a>(&self, db: u8, keys: impl Iterator<Item = &'a Bytes>) -> CommandResult<Vec<KeyCopy>> {
+        let ring = self.membership.ring();
+        let me = self.membership.me();
+        let mut copies: Vec<KeyCopy> = Vec::new();
+        for key in keys {
+            if !ring.preference_list(key_slot(key)).contains(&me) || copies.iter().any(|c| c.key == key) {
+                continue;
+            }
+            let record = self.local.read(db, key)?.map(|r| Bytes::from(r.encode()));
+            copies.push(KeyCopy {
+                key: key.clone(),
+                record,
+            });
+        }
+        Ok(copies)
+    }
+
+    /// Stores the records a coordinator handed back; the write's reply waits
+    /// for them, as they count towards its W. A copy that turns out to hold
+    /// versions the coordinator's lacks (a concurrent repair) goes back to it.
+    fn take_back(&self, peers: &Peers, from: MemberIndex, records: Vec<Handed>) -> CommandResult<()> {
+        for handed in records {
+            Stats::bump(&self.stats.handed_back);
+            let Some(record) = Record::decode(&handed.record) else {
+                return Err(self.peer_error(from, "malformed record handed back"));
+            };
+            if let Some(merged) = self.local.merge(handed.db, &handed.key, &record)? {
+                let request = PeerRequest::Merge {
+                    db: handed.db,
+                    key: handed.key,
+                    record: Bytes::from(merged.encode()),
+                };
+                let (bus, timeout, in_flight) = (peers.bus.clone(), peers.timeout, self.in_flight.enter());
+                tokio::spawn(async move {
+                    let _in_flight = in_flight;
+                    if let Err(e) = bus.call(from, request, timeout).await {
+                        tracing::debug!("returning a diverged copy to member {from} failed: {e}");
+                    }
+                });
+            }
+        }
+        Ok(())
     }
 
     fn peer_error(&self, member: MemberIndex, reason: &str) -> CommandError {

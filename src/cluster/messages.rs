@@ -54,6 +54,30 @@ pub struct Forwarded {
     pub write_quorum: u8,
     /// The command and its arguments.
     pub argv: Vec<Bytes>,
+    /// The forwarder's own copies of the command's keys it is a replica of: they count as its answer to the
+    /// coordinator's read before writing, and ask for the written records back in the reply (see
+    /// `cluster::handback`).
+    pub copies: Vec<KeyCopy>,
+}
+
+/// One replica's copy of one key, as it was when the command was forwarded.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct KeyCopy {
+    /// User key.
+    pub key: Bytes,
+    /// [`crate::version::Record::encode`] output, or none if the replica holds nothing.
+    pub record: Option<Bytes>,
+}
+
+/// A record the coordinator wrote, handed back to the forwarder (a replica of its key) with the reply.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Handed {
+    /// Database.
+    pub db: u8,
+    /// User key.
+    pub key: Bytes,
+    /// [`crate::version::Record::encode`] output.
+    pub record: Bytes,
 }
 
 /// Which keys a [`PeerRequest::Keys`] wants.
@@ -101,6 +125,13 @@ pub enum PeerResponse {
     /// A merge was applied, but this replica held versions the sender
     /// lacked: here is the merged copy (encoded record).
     Diverged(Bytes),
+    /// A forwarded command's reply, with the records it wrote for the forwarder to store before it answers.
+    Handback {
+        /// The reply.
+        reply: WireReply,
+        /// The records, in the order written.
+        records: Vec<Handed>,
+    },
 }
 
 /// [`Reply`] as it crosses the bus (owned strings only).

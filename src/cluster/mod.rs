@@ -2,6 +2,7 @@
 //! and how an operation reaches its replicas (the coordinator).
 
 pub mod coordinator;
+pub mod handback;
 pub mod membership;
 pub mod messages;
 pub mod ring;

@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use bytes::Bytes;
 
 use super::coordinator::answer_keys;
+use super::handback;
 use super::messages::{PeerRequest, PeerResponse};
 use crate::commands;
 use crate::net::{PeerId, Service};
@@ -35,11 +36,9 @@ impl PeerService {
     }
 }
 
-impl Service for PeerService {
-    type Request = PeerRequest;
-    type Response = PeerResponse;
-
-    async fn handle(self: Arc<Self>, _from: PeerId, request: PeerRequest) -> PeerResponse {
+impl PeerService {
+    /// Answers a read or merge of the local copy; any other request is refused.
+    fn answer_locally(&self, request: PeerRequest) -> PeerResponse {
         let answer = match request {
             PeerRequest::Read { db, key } => self
                 .replica
@@ -52,11 +51,41 @@ impl Service for PeerService {
                     Some(merged) => PeerResponse::Diverged(Bytes::from(merged.encode())),
                 }),
             },
-            PeerRequest::Forward(command) => {
+            _ => return PeerResponse::Error("ERR not a request for the local copy".into()),
+        };
+        answer.unwrap_or_else(|e| PeerResponse::Error(e.to_string()))
+    }
+}
+
+impl Service for PeerService {
+    type Request = PeerRequest;
+    type Response = PeerResponse;
+
+    /// Reads and merges of the local copy never wait, so they are answered on the connection's own task.
+    fn handle_now(&self, _from: PeerId, request: PeerRequest) -> Result<PeerResponse, PeerRequest> {
+        match request {
+            PeerRequest::Read { .. } | PeerRequest::Merge { .. } => Ok(self.answer_locally(request)),
+            other => Err(other),
+        }
+    }
+
+    async fn handle(self: Arc<Self>, from: PeerId, request: PeerRequest) -> PeerResponse {
+        let answer = match request {
+            PeerRequest::Forward(mut command) => {
                 let Some(node) = self.node.get().and_then(Weak::upgrade) else {
                     return PeerResponse::Error("LOADING node is starting or stopping".into());
                 };
-                return PeerResponse::Reply(commands::execute_forwarded(&node, command).await.into());
+                let (db, copies) = (command.db, std::mem::take(&mut command.copies));
+                let run = commands::execute_forwarded(&node, command);
+                let (reply, records) = handback::serve(&self.replica, from, db, copies, run).await;
+                return if records.is_empty() {
+                    PeerResponse::Reply(reply.into())
+                } else {
+                    PeerResponse::Handback {
+                        reply: reply.into(),
+                        records,
+                    }
+                };
             }
             // Scans of the whole store: other tasks move to another worker meanwhile.
             PeerRequest::Keys(query) => {
@@ -72,6 +101,7 @@ impl Service for PeerService {
                 }
                 Ok(PeerResponse::Ack)
             }
+            local @ (PeerRequest::Read { .. } | PeerRequest::Merge { .. }) => return self.answer_locally(local),
         };
         answer.unwrap_or_else(|e| PeerResponse::Error(e.to_string()))
     }

@@ -347,7 +347,10 @@ pub async fn execute(node: &Arc<Node>, session: &mut Session, argv: Vec<Bytes>) 
         if !session.forwarded && spec.keys != NOKEY && node.coordinator.is_clustered() {
             let routed = match route::plan(node, spec, &argv) {
                 Ok(route::Plan::Here) => None,
-                Ok(route::Plan::Forward(to)) => Some(route::forward(node, session, to, argv.clone()).await),
+                Ok(route::Plan::Forward(to)) => {
+                    let keys = route::key_positions(spec, argv.len());
+                    Some(route::forward(node, session, to, argv.clone(), keys).await)
+                }
                 Ok(route::Plan::Split) => Some(route::split(node, session, spec.cmd, &argv).await),
                 Err(e) => Some(Err(e)),
             };

@@ -29,7 +29,7 @@ pub enum Plan {
 }
 
 /// Positions of the keys in `argv`, from the command table's (first, last, step).
-fn key_positions(spec: &Spec, argc: usize) -> impl Iterator<Item = usize> {
+pub fn key_positions(spec: &Spec, argc: usize) -> impl Iterator<Item = usize> {
     let (first, last, step) = spec.keys;
     let last = if last < 0 { argc as i32 + last } else { last };
     (first..=last.min(argc as i32 - 1))
@@ -61,16 +61,23 @@ pub fn plan(node: &Node, spec: &Spec, argv: &[Bytes]) -> CommandResult<Plan> {
     })
 }
 
-/// Sends `argv` to member `to` with this connection's settings.
-pub async fn forward(node: &Node, session: &Session, to: MemberIndex, argv: Vec<Bytes>) -> CommandResult<Reply> {
+/// Sends `argv`, whose keys are at `keys` (positions), to member `to` with this connection's settings.
+pub async fn forward(
+    node: &Node,
+    session: &Session,
+    to: MemberIndex,
+    argv: Vec<Bytes>,
+    keys: impl Iterator<Item = usize>,
+) -> CommandResult<Reply> {
     let command = Forwarded {
         db: session.db,
         resp: session.resp,
         read_quorum: session.read_quorum,
         write_quorum: session.write_quorum,
         argv,
+        copies: Vec::new(),
     };
-    node.coordinator.forward(to, command).await
+    node.coordinator.forward(to, command, keys).await
 }
 
 /// Runs a single-key command where its key is coordinated.
@@ -80,7 +87,7 @@ async fn run_one(node: &Arc<Node>, template: &Session, cmd: Cmd, argv: Vec<Bytes
         Err(e) => return e.into(),
     };
     let result = match route {
-        Route::Remote(to) => forward(node, template, to, argv).await,
+        Route::Remote(to) => forward(node, template, to, argv, std::iter::once(1)).await,
         Route::Local => {
             let mut session = template.fork();
             session.forwarded = true;
