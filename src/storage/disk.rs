@@ -7,6 +7,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
@@ -15,6 +16,10 @@ use super::{BatchOp, Engine, Space, StorageError, Value, Visitor, KEY_PREFIX_LEN
 /// fjall's own key size limit.
 const FJALL_MAX_KEY: usize = 65_536;
 
+/// Writes between two looks at fjall's backlog: a look takes a snapshot of each keyspace's tree, which costs about
+/// as much as a small write, and the backlog changes only as memtables fill.
+const BACKLOG_EVERY: u32 = 64;
+
 /// fjall database with one keyspace per [`Space`].
 pub struct DiskEngine {
     /// The database folder, where fjall keeps its journals (`*.jnl`).
@@ -22,6 +27,9 @@ pub struct DiskEngine {
     db: Database,
     records: Keyspace,
     expiry: Keyspace,
+    /// Writes since the backlog was last looked at, and what that look found.
+    since_look: AtomicU32,
+    backlogged: AtomicBool,
 }
 
 impl DiskEngine {
@@ -44,6 +52,8 @@ impl DiskEngine {
             db,
             records,
             expiry,
+            since_look: AtomicU32::new(0),
+            backlogged: AtomicBool::new(false),
         })
     }
 
@@ -126,10 +136,19 @@ impl Engine for DiskEngine {
     }
 
     fn backpressure(&self) -> bool {
+        if !self
+            .since_look
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(BACKLOG_EVERY)
+        {
+            return self.backlogged.load(Ordering::Relaxed);
+        }
         // fjall sleeps writers at 20+ L0 runs or 4+ sealed memtables; warn early.
-        [&self.records, &self.expiry]
+        let backlogged = [&self.records, &self.expiry]
             .iter()
-            .any(|ks| ks.sealed_memtable_count() >= 2 || ks.l0_table_count() >= 16)
+            .any(|ks| ks.sealed_memtable_count() >= 2 || ks.l0_table_count() >= 16);
+        self.backlogged.store(backlogged, Ordering::Relaxed);
+        backlogged
     }
 
     fn disk_bytes(&self) -> u64 {
