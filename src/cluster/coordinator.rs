@@ -440,10 +440,28 @@ impl Coordinator {
         write: usize,
     ) -> CommandResult<Vec<Record>> {
         let me = self.membership.me();
-        let in_flight = self.in_flight.enter();
         // The forwarder, a replica that sent its copy, stores the record from the reply before answering.
         let mut forwarder = handback::forwarder_of(db, key, list);
         let (key, encoded) = (Bytes::copy_from_slice(key), Bytes::from(record.encode()));
+        let mut acked = 1 + usize::from(forwarder.is_some());
+        if acked >= write {
+            // No ack will be waited for: the record is told, not asked (drain's fence covers it).
+            for m in list.iter().copied().filter(|&m| m != me && Some(m) != forwarder) {
+                let request = PeerRequest::Merge {
+                    db,
+                    key: key.clone(),
+                    record: encoded.clone(),
+                };
+                if let Err(e) = peers.bus.tell(m, request) {
+                    tracing::debug!("replicating to member {m} failed: {e}");
+                }
+            }
+            if forwarder.is_some() {
+                handback::hand_back(db, &key, encoded);
+            }
+            return Ok(Vec::new());
+        }
+        let in_flight = self.in_flight.enter();
         let merge = |m: MemberIndex| {
             let request = PeerRequest::Merge {
                 db,
@@ -459,7 +477,7 @@ impl Coordinator {
             .filter(|&m| m != me && Some(m) != forwarder)
             .map(merge)
             .collect();
-        let (mut acked, mut diverged) = (1 + usize::from(forwarder.is_some()), Vec::new());
+        let mut diverged = Vec::new();
         loop {
             while acked < write {
                 match acks.next().await {
@@ -722,6 +740,11 @@ impl Coordinator {
     /// repair this node has in flight has landed or failed.
     pub async fn drain(&self) {
         let Some(peers) = &self.peers else { return };
+        let me = self.membership.me();
+        // Merges told without an ack are applied in order with what follows on their link.
+        let fences = (0..self.membership.members().len() as MemberIndex)
+            .filter(|&m| m != me)
+            .map(|m| peers.bus.call(m, PeerRequest::Fence, peers.timeout));
         let idle = async {
             loop {
                 let notified = self.in_flight.idle.notified();
@@ -734,6 +757,7 @@ impl Coordinator {
             }
         };
         let _ = tokio::time::timeout(peers.timeout, idle).await;
+        futures_util::future::join_all(fences).await;
     }
 
     /// FLUSHDB (`Some(db)`) or FLUSHALL (`None`) on every node. Refused

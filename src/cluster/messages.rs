@@ -38,6 +38,9 @@ pub enum PeerRequest {
     /// Answer once every replication and repair this node had in flight
     /// has been applied or has failed (FLUSHDB's fence).
     Drain,
+    /// Answered at once: everything sent on the link before it has been
+    /// handled (merges are applied as they are read).
+    Fence,
 }
 
 /// A command forwarded to the coordinator of its keys, with the client's

@@ -65,6 +65,7 @@ impl Service for PeerService {
     fn handle_now(&self, _from: PeerId, request: PeerRequest) -> Result<PeerResponse, PeerRequest> {
         match request {
             PeerRequest::Read { .. } | PeerRequest::Merge { .. } => Ok(self.answer_locally(request)),
+            PeerRequest::Fence => Ok(PeerResponse::Ack),
             other => Err(other),
         }
     }
@@ -101,6 +102,7 @@ impl Service for PeerService {
                 }
                 Ok(PeerResponse::Ack)
             }
+            PeerRequest::Fence => Ok(PeerResponse::Ack),
             local @ (PeerRequest::Read { .. } | PeerRequest::Merge { .. }) => return self.answer_locally(local),
         };
         answer.unwrap_or_else(|e| PeerResponse::Error(e.to_string()))

@@ -29,6 +29,9 @@ use super::outbox::Outbox;
 use super::{BusError, Inner, PeerId, RemoteFailure, Service};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
+
+/// The request id of a message that wants no response; calls number theirs from 1.
+pub(crate) const ONE_WAY: u64 = 0;
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// What a waiting caller receives.
@@ -60,6 +63,11 @@ impl<Req, Resp> Link<Req, Resp> {
             next_id: AtomicU64::new(1),
             token,
         }
+    }
+
+    /// Queues `request` under [`ONE_WAY`]: the peer handles it and sends nothing back.
+    pub(crate) fn tell(&self, request: Req) -> Result<(), BusError> {
+        self.outbox.push((ONE_WAY, request)).map_err(|_| BusError::Closed)
     }
 
     /// Registers a waiter and queues `request`; returns the id to `forget` if the caller gives up.

@@ -548,6 +548,33 @@ impl<S: Service> Bus<S> {
         result
     }
 
+    /// Sends `request` to `to` without asking for an answer, for messages whose acknowledgement nobody waits for: it
+    /// saves the response frame and the waiter. Requests on one link are handled in the order sent, so the answer to
+    /// a later [`Bus::call`] to `to` shows that a told request the service handles on the spot
+    /// ([`Service::handle_now`]) has been handled. Fails at once if `to` is not connected; otherwise a message lost
+    /// with its connection goes unnoticed.
+    pub fn tell(&self, to: PeerId, request: S::Request) -> Result<(), BusError> {
+        let inner = &self.inner;
+        let slot = inner.peers.get(usize::from(to)).ok_or(BusError::UnknownPeer(to))?;
+        if inner.stop.is_cancelled() {
+            return Err(BusError::Stopped);
+        }
+        if to == inner.me {
+            let (service, me) = (inner.service.clone(), inner.me);
+            tokio::spawn(async move {
+                service.handle(me, request).await;
+            });
+        } else {
+            if slot.isolated() {
+                return Err(BusError::Isolated);
+            }
+            let link = slot.link.lock().clone().ok_or(BusError::Unreachable)?;
+            link.tell(request)?;
+        }
+        slot.sent.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Whether a call to `to` would be sent now: connected, authenticated and not isolated (the coordinator's
     /// "reachable"). This node is reachable from itself until stopped.
     pub fn is_reachable(&self, to: PeerId) -> bool {

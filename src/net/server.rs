@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::FramedRead;
 use tracing::{debug, info, warn};
 
+use super::client::ONE_WAY;
 use super::frame::{decoder, encode_frame, write_loop, Barrier, FrameError};
 use super::handshake::{self, HandshakeError, Refusal};
 use super::outbox::Outbox;
@@ -121,7 +122,7 @@ async fn serve<S: Service>(inner: Arc<Inner<S>>, mut stream: TcpStream, addr: So
         };
         let mut reply = ReplySlot::<S> {
             id,
-            outbox: Some(outbox.clone()),
+            outbox: (id != ONE_WAY).then(|| outbox.clone()),
         };
         match postcard::from_bytes::<S::Request>(body) {
             Ok(request) => match inner.service.handle_now(peer, request) {

@@ -47,6 +47,8 @@ enum Resp {
 struct TestService {
     gate: Semaphore,
     completed: AtomicU64,
+    /// `Now` requests handled.
+    quick: AtomicU64,
     /// Highest `completed` seen by a `before_reply`.
     barrier_seen: AtomicU64,
     barriers: AtomicU64,
@@ -61,6 +63,7 @@ impl TestService {
         Arc::new(Self {
             gate: Semaphore::new(0),
             completed: AtomicU64::new(0),
+            quick: AtomicU64::new(0),
             barrier_seen: AtomicU64::new(0),
             barriers: AtomicU64::new(0),
             hold_replies: AtomicBool::new(false),
@@ -94,7 +97,10 @@ impl Service for TestService {
 
     fn handle_now(&self, _from: PeerId, request: Req) -> Result<Resp, Req> {
         match request {
-            Req::Now(value) => Ok(Resp::Now(value)),
+            Req::Now(value) => {
+                self.quick.fetch_add(1, Ordering::SeqCst);
+                Ok(Resp::Now(value))
+            }
             other => Err(other),
         }
     }
@@ -536,6 +542,21 @@ async fn quick_requests_are_answered_inline_and_still_wait_for_before_reply() {
     assert!(!call.is_finished(), "an inline answer skipped before_reply");
     nodes[1].service.reply_gate.add_permits(1_000);
     assert_eq!(call.await.expect("task").expect("inline"), Resp::Now(9));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_answered_after_told_requests_shows_they_were_handled() {
+    let (nodes, _) = cluster(2).await;
+    for value in 0..200 {
+        nodes[0].bus.tell(1, Req::Now(value)).expect("tell");
+    }
+    assert_eq!(
+        nodes[0].bus.call(1, Req::Now(200), LONG).await.expect("call"),
+        Resp::Now(200)
+    );
+    assert_eq!(nodes[1].service.quick.load(Ordering::SeqCst), 201);
+    nodes[0].bus.isolate(&[1]);
+    assert!(matches!(nodes[0].bus.tell(1, Req::Now(0)), Err(BusError::Isolated)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
