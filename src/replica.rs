@@ -240,6 +240,10 @@ impl Replica {
         let stored = self.stored_key(db, key)?;
         let _guard = self.locks[Self::stripe(&stored)].lock();
         let current = self.load(&stored)?;
+        if current.as_deref() == Some(incoming) {
+            // The common case of a forwarder's copy: nothing to learn, nothing to copy.
+            return Ok(None);
+        }
         let mut record = current.as_deref().cloned().unwrap_or_default();
         let previous_expiry = record.next_expiry();
         record.merge(incoming);

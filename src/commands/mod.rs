@@ -349,7 +349,8 @@ pub async fn execute(node: &Arc<Node>, session: &mut Session, argv: Vec<Bytes>) 
                 Ok(route::Plan::Here) => None,
                 Ok(route::Plan::Forward(to)) => {
                     let keys = route::key_positions(spec, argv.len());
-                    Some(route::forward(node, session, to, argv.clone(), keys).await)
+                    let reply = route::forward(node, session, to, argv, keys).await;
+                    return Some(reply.unwrap_or_else(Reply::from));
                 }
                 Ok(route::Plan::Split) => Some(route::split(node, session, spec.cmd, &argv).await),
                 Err(e) => Some(Err(e)),
