@@ -2,13 +2,27 @@
 
 Loaded with `-p redis_py_plugin` (compat/ on PYTHONPATH). Options:
 
+  --compat-mode MODE       plain (default) or cluster: which client redis-py's
+                           fixtures hand the tests, and which list of the
+                           selection file applies. redis-py's conftest picks
+                           its client from the server's INFO cluster_enabled;
+                           plain forces redis.Redis (an application with a
+                           plain client pointed at one node of a ringkv
+                           cluster, which ringkv serves without MOVED), and
+                           cluster requires the server to report
+                           cluster_enabled:1 (fixtures hand out RedisCluster).
+                           cluster also turns off the tracemalloc tracing
+                           redis-py's conftest starts (see _no_tracemalloc).
   --compat-selection FILE  keep only the tests the selection file selects
-                           (format: see compat/redis-py-selection.txt;
-                           "- @marker" entries drop every test with that
-                           pytest marker, before any per-test entry); every
-                           collected test must be listed (+ or -), and every
-                           listed entry must match a collected test: anything
-                           else is reported as selection drift.
+                           (format: see compat/redis-py-selection.txt:
+                           unqualified entries are the plain list, entries
+                           written "+[cluster]"/"-[cluster]" the cluster
+                           list; "- @marker" entries drop every test with
+                           that pytest marker, before any per-test entry);
+                           every collected test must be listed (+ or -) in
+                           the mode's list, and every entry of that list
+                           must match a collected test: anything else is
+                           reported as selection drift.
   --compat-summary FILE    write a JSON summary: per-test outcomes folded over
                            setup/call/teardown (passed / failed / skipped), the
                            drift, and the ids of the failures.
@@ -35,28 +49,37 @@ _CONTAINERS = {
 }
 
 
-def parse_selection(path):
-    """Return [(sign, entry, reason, lineno)] from a selection file."""
+MODES = ("plain", "cluster")
+
+
+def parse_selection(path, mode="plain"):
+    """Return [(sign, entry, reason, lineno)] of the mode's list in a
+    selection file: unqualified entries for plain, "[cluster]" ones for
+    cluster (the other list is parsed, checked and left out)."""
     entries = []
     with open(path, encoding="utf-8") as f:
         for lineno, raw in enumerate(f, 1):
             line = raw.strip()
             if not line or line.startswith("#"):
                 continue
-            m = re.match(r"^([+-])\s+(\S+)\s*(?:#\s*(.*))?$", line)
+            m = re.match(r"^([+-])(?:\[(\w+)\])?\s+(\S+)\s*(?:#\s*(.*))?$", line)
             if not m:
                 raise pytest.UsageError(f"{path}:{lineno}: cannot parse: {line!r}")
-            sign, entry, reason = m.group(1), m.group(2), (m.group(3) or "").strip()
+            sign, qualifier, entry = m.group(1), m.group(2), m.group(3)
+            reason = (m.group(4) or "").strip()
+            if qualifier is not None and qualifier != "cluster":
+                raise pytest.UsageError(f"{path}:{lineno}: unknown list [{qualifier}]: {line!r}")
             if sign == "-" and not reason:
                 raise pytest.UsageError(f"{path}:{lineno}: a skip needs a reason: {line!r}")
-            entries.append((sign, entry, reason, lineno))
+            if (qualifier or "plain") == mode:
+                entries.append((sign, entry, reason, lineno))
     return entries
 
 
-def selection_files(path):
-    """Test files to collect: those with at least one + entry."""
+def selection_files(path, mode="plain"):
+    """Test files to collect: those with at least one + entry in the mode's list."""
     files = []
-    for sign, entry, _, _ in parse_selection(path):
+    for sign, entry, _, _ in parse_selection(path, mode):
         f = entry.split("::", 1)[0]
         if sign == "+" and not f.startswith("@") and f not in files:
             files.append(f)
@@ -81,6 +104,7 @@ def _decide(nodeid, table):
 
 def pytest_addoption(parser):
     g = parser.getgroup("ringkv-compat")
+    g.addoption("--compat-mode", default="plain", choices=MODES)
     g.addoption("--compat-selection", default=None)
     g.addoption("--compat-summary", default=None)
     g.addoption("--compat-record", default=None)
@@ -162,9 +186,48 @@ def _install_recorder():
     async_conn.AbstractConnection.pack_command = pack_command
 
 
+def _no_tracemalloc():
+    """Make tracemalloc.start a no-op for this session.
+
+    redis-py's conftest traces every allocation for the whole session
+    (autouse enable_tracemalloc) only so that ResourceWarnings can say where
+    an unclosed object was allocated; no test reads the traces. Tracing makes
+    allocation-heavy client code ~8x slower, and a RedisCluster client builds
+    its slot table from CLUSTER SLOTS on every initialisation: ringkv places
+    each slot on its own (multi-probe hashing), so its CLUSTER SLOTS has some
+    ten thousand ranges where Redis Cluster has a few, and with tracing each
+    test's fixtures spent seconds in that loop.
+    """
+    import tracemalloc
+
+    tracemalloc.start = lambda *args, **kwargs: None
+
+
 def pytest_configure(config):
     if config.getoption("--compat-record"):
         _install_recorder()
+    if config.getoption("--compat-mode") == "cluster":
+        _no_tracemalloc()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session):
+    """Hand the tests the client of --compat-mode (after redis-py's conftest
+    has read the server's INFO into config.REDIS_INFO)."""
+    config = session.config
+    info = getattr(config, "REDIS_INFO", None)
+    if info is None:
+        return
+    if config.getoption("--compat-mode") == "plain":
+        # a cluster node reports cluster_enabled:1; the plain run is a plain
+        # client on that one node (redis-py's conftest then builds
+        # redis.Redis, and the onlycluster tests are skipped by the selection)
+        info["cluster_enabled"] = False
+    elif not info.get("cluster_enabled") and not config.option.collectonly:
+        raise pytest.UsageError(
+            "--compat-mode=cluster: the server at --redis-url reports cluster_enabled:0, "
+            "so redis-py would not build cluster clients"
+        )
 
 
 @pytest.hookimpl(trylast=True)
@@ -172,7 +235,7 @@ def pytest_collection_modifyitems(session, config, items):
     path = config.getoption("--compat-selection")
     if not path:
         return
-    entries = parse_selection(path)
+    entries = parse_selection(path, config.getoption("--compat-mode"))
     table, markers = {}, {}
     for sign, entry, _, lineno in entries:
         if entry.startswith("@"):

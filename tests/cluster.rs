@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{reachable, wait_until, Cluster, Raw, Resp};
+use common::{info_field, reachable, wait_until, Cluster, Raw, Resp};
 
 const CONVERGE: Duration = Duration::from_secs(20);
 
@@ -136,6 +136,16 @@ fn cluster_commands_describe_the_ring() {
     assert!(nodes.lines().any(|l| l.starts_with("node1 ") && l.contains("myself")));
     let info = raw.cmd(&["CLUSTER", "INFO"]).text();
     assert!(info.contains("cluster_state:ok"), "{info}");
+    // Clients that pick their mode from INFO see a cluster node.
+    let info = raw.cmd(&["INFO"]).text();
+    assert_eq!(info_field(&info, "cluster_enabled"), Some("1".into()), "{info}");
+    assert_eq!(info_field(&info, "redis_mode"), Some("cluster".into()), "{info}");
+    // Replica reads: READONLY/READWRITE are accepted and change nothing.
+    raw.expect(&["READONLY"], Resp::ok());
+    raw.expect(&["SET", "ro:x", "1"], Resp::ok());
+    raw.expect(&["GET", "ro:x"], Resp::bulk("1"));
+    raw.expect(&["READWRITE"], Resp::ok());
+    raw.expect(&["DEL", "ro:x"], Resp::int(1));
     raw.cmd(&["SET", "cnt:x", "1"]);
     raw.expect(&["CLUSTER", "COUNTKEYSINSLOT", &common_slot("cnt:x")], Resp::int(1));
     raw.expect(

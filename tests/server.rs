@@ -378,6 +378,11 @@ fn info_has_the_cluster_section_clients_read() {
     let (_server, mut raw) = common::start();
     let info = raw.cmd(&["INFO"]).text();
     assert_eq!(info_field(&info, "cluster_enabled"), Some("0".into()), "{info}");
+    assert_eq!(info_field(&info, "redis_mode"), Some("standalone".into()), "{info}");
+    // as a Redis without cluster support answers
+    let disabled = Resp::err("ERR This instance has cluster support disabled");
+    raw.expect(&["READONLY"], disabled.clone());
+    raw.expect(&["READWRITE"], disabled);
 }
 
 #[test]

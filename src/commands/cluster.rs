@@ -324,6 +324,22 @@ fn preflist(ctx: &Ctx<'_>, key: &[u8]) -> Reply {
     Reply::Array(rows)
 }
 
+/// READONLY and READWRITE: accepted by a cluster node and change nothing.
+///
+/// Redis Cluster clients that read from replicas (redis-py's
+/// `read_from_replicas`, Lettuce's `ReadFrom.REPLICA`, ...) send READONLY on
+/// every connection to a node CLUSTER SLOTS lists as a replica, and drop the
+/// connection if it fails. A ringkv node serves reads of every key anyway,
+/// at the connection's read quorum, so nothing is stale and there is no mode
+/// to switch. A single node answers as a Redis without cluster support does.
+pub fn readonly(ctx: &Ctx<'_>) -> CommandResult<Reply> {
+    if ctx.node.coordinator.is_clustered() {
+        Ok(Reply::Ok)
+    } else {
+        Err(CommandError::Other("This instance has cluster support disabled".into()))
+    }
+}
+
 /// CONSISTENCY [READ n|ONE|QUORUM|ALL] [WRITE n|ONE|QUORUM|ALL] | RESET:
 /// this connection's R and W; without arguments, shows them.
 pub fn consistency(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {

@@ -119,6 +119,8 @@ pub enum Cmd {
     Vset,
     Consistency,
     Cluster,
+    Readonly,
+    Readwrite,
     Debug,
 }
 
@@ -226,6 +228,8 @@ pub static COMMANDS: &[Spec] = &[
     spec!("vset", -4, WRITE | DENYOOM, KEY1, "string", "0.1.0", Vset, "Sets a value superseding exactly the versions a VGET context token covers."),
     spec!("consistency", -1, FAST | STALE, NOKEY, "connection", "0.1.0", Consistency, "Shows or sets this connection's read and write quorums."),
     spec!("cluster", -2, STALE, NOKEY, "cluster", "3.0.0", Cluster, "A container for Redis Cluster commands."),
+    spec!("readonly", 1, FAST | STALE, NOKEY, "cluster", "3.0.0", Readonly, "Enables read-only queries for a connection to a Redis Cluster replica node."),
+    spec!("readwrite", 1, FAST | STALE, NOKEY, "cluster", "3.0.0", Readwrite, "Enables read-write queries for a connection to a Redis Cluster replica node."),
     spec!("debug", -2, ADMIN | STALE, NOKEY, "server", "1.0.0", Debug, "Debugging commands: ISOLATE and HEAL cut and mend links to peers."),
 ];
 
@@ -459,6 +463,7 @@ async fn run(cmd: Cmd, ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Optio
         Cmd::Vset => strings::vset(ctx, argv).await,
         Cmd::Consistency => cluster::consistency(ctx, argv),
         Cmd::Cluster => cluster::cluster(ctx, argv).await,
+        Cmd::Readonly | Cmd::Readwrite => cluster::readonly(ctx),
         Cmd::Debug => cluster::debug(ctx, argv),
     };
     reply.map(Some)

@@ -167,15 +167,24 @@ pub async fn info(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
     let node = ctx.node;
     let config = &node.config;
     let replica = node.coordinator.local();
+    // A node with members is a cluster node, and says so as Redis Cluster
+    // does (redis_mode:cluster, cluster_enabled:1): clients and tools that
+    // pick their mode from INFO (redis-py's test suite, `redis-cli --cluster`)
+    // then read CLUSTER SLOTS and send each key straight to its coordinator.
+    // Nothing changes for plain clients: they do not read this, and ringkv
+    // never answers MOVED or ASK, so one plain connection to any node still
+    // reaches every key.
+    let clustered = config.cluster.is_clustered();
     let mut text = String::new();
     if want("server") {
         let uptime = node.started.elapsed().as_secs();
         let _ = write!(
             text,
-            "# Server\r\nredis_version:{REDIS_VERSION}\r\nringkv_version:{}\r\nredis_mode:standalone\r\n\
+            "# Server\r\nredis_version:{REDIS_VERSION}\r\nringkv_version:{}\r\nredis_mode:{}\r\n\
              os:{} {}\r\narch_bits:64\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\n\
              uptime_in_seconds:{uptime}\r\nuptime_in_days:{}\r\nexecutable:ringkv\r\n\r\n",
             env!("CARGO_PKG_VERSION"),
+            if clustered { "cluster" } else { "standalone" },
             std::env::consts::OS,
             std::env::consts::ARCH,
             std::process::id(),
@@ -230,15 +239,14 @@ pub async fn info(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
         text.push_str("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n");
     }
     if want("cluster") {
-        // Clients (redis-py among them) read this to pick their cluster mode.
-        // ringkv never answers MOVED, so plain clients stay plain: cluster_enabled:0.
         let members = node.coordinator.membership().members().len();
         let (read, write) = node.coordinator.quorums(Default::default());
         let replicas = node.coordinator.membership().ring().replicas();
         let _ = write!(
             text,
-            "# Cluster\r\ncluster_enabled:0\r\nringkv_members:{members}\r\nringkv_replicas:{replicas}\r\n\
-             ringkv_read_quorum:{read}\r\nringkv_write_quorum:{write}\r\n\r\n"
+            "# Cluster\r\ncluster_enabled:{}\r\nringkv_members:{members}\r\nringkv_replicas:{replicas}\r\n\
+             ringkv_read_quorum:{read}\r\nringkv_write_quorum:{write}\r\n\r\n",
+            u8::from(clustered),
         );
     }
     if want("keyspace") {
