@@ -443,40 +443,31 @@ impl Coordinator {
         // The forwarder, a replica that sent its copy, stores the record from the reply before answering.
         let mut forwarder = handback::forwarder_of(db, key, list);
         let (key, encoded) = (Bytes::copy_from_slice(key), Bytes::from(record.encode()));
+        let request = || PeerRequest::Merge {
+            db,
+            key: key.clone(),
+            record: encoded.clone(),
+        };
+        let others = list.iter().copied().filter(|&m| m != me && Some(m) != forwarder);
         let mut acked = 1 + usize::from(forwarder.is_some());
         if acked >= write {
             // No ack will be waited for: the record is told, not asked (drain's fence covers it).
-            for m in list.iter().copied().filter(|&m| m != me && Some(m) != forwarder) {
-                let request = PeerRequest::Merge {
-                    db,
-                    key: key.clone(),
-                    record: encoded.clone(),
-                };
-                if let Err(e) = peers.bus.tell(m, request) {
+            for m in others {
+                if let Err(e) = peers.bus.tell(m, request()) {
                     tracing::debug!("replicating to member {m} failed: {e}");
                 }
             }
             if forwarder.is_some() {
-                handback::hand_back(db, &key, encoded);
+                handback::hand_back(db, &key, encoded.clone());
             }
             return Ok(Vec::new());
         }
         let in_flight = self.in_flight.enter();
         let merge = |m: MemberIndex| {
-            let request = PeerRequest::Merge {
-                db,
-                key: key.clone(),
-                record: encoded.clone(),
-            };
-            let (bus, timeout) = (peers.bus.clone(), peers.timeout);
+            let (bus, timeout, request) = (peers.bus.clone(), peers.timeout, request());
             async move { bus.call(m, request, timeout).await }
         };
-        let mut acks: FuturesUnordered<_> = list
-            .iter()
-            .copied()
-            .filter(|&m| m != me && Some(m) != forwarder)
-            .map(merge)
-            .collect();
+        let mut acks: FuturesUnordered<_> = others.map(merge).collect();
         let mut diverged = Vec::new();
         loop {
             while acked < write {

@@ -503,12 +503,12 @@ async fn before_reply_runs_before_responses_are_written() {
     assert!((1..=CALLS).contains(&barriers), "{barriers} barriers");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn responses_wait_for_before_reply() {
-    let (nodes, _) = cluster(2).await;
+/// Calls node 1 with `request` while node 1's response writer is held in `before_reply`; asserts that the answer
+/// waits for the barrier, then releases it and returns the answer.
+async fn call_held_by_before_reply(nodes: &[Node], request: Req) -> Result<Resp, BusError> {
     nodes[1].service.hold_replies.store(true, Ordering::SeqCst);
     let bus = nodes[0].bus.clone();
-    let call = tokio::spawn(async move { bus.call(1, Req::Echo(3), LONG).await });
+    let call = tokio::spawn(async move { bus.call(1, request, LONG).await });
     eventually("the writer is in before_reply", || {
         nodes[1].service.in_barrier.load(Ordering::SeqCst)
     })
@@ -520,7 +520,13 @@ async fn responses_wait_for_before_reply() {
         "a response was delivered while before_reply was pending"
     );
     nodes[1].service.reply_gate.add_permits(1_000);
-    let result = call.await.expect("task");
+    call.await.expect("task")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_wait_for_before_reply() {
+    let (nodes, _) = cluster(2).await;
+    let result = call_held_by_before_reply(&nodes, Req::Echo(3)).await;
     assert!(matches!(result, Ok(Resp::Echo { value: 3, .. })), "{result:?}");
 }
 
@@ -531,17 +537,8 @@ async fn quick_requests_are_answered_inline_and_still_wait_for_before_reply() {
         nodes[0].bus.call(1, Req::Now(8), LONG).await.expect("inline"),
         Resp::Now(8)
     );
-    nodes[1].service.hold_replies.store(true, Ordering::SeqCst);
-    let bus = nodes[0].bus.clone();
-    let call = tokio::spawn(async move { bus.call(1, Req::Now(9), LONG).await });
-    eventually("the writer is in before_reply", || {
-        nodes[1].service.in_barrier.load(Ordering::SeqCst)
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!call.is_finished(), "an inline answer skipped before_reply");
-    nodes[1].service.reply_gate.add_permits(1_000);
-    assert_eq!(call.await.expect("task").expect("inline"), Resp::Now(9));
+    let result = call_held_by_before_reply(&nodes, Req::Now(9)).await;
+    assert_eq!(result.expect("inline"), Resp::Now(9));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
