@@ -312,7 +312,7 @@ fn coordinator_of(raw: &mut Raw, key: &str) -> String {
 
 fn handed_back(raw: &mut Raw) -> u64 {
     let info = raw.cmd(&["CLUSTER", "INFO"]).text();
-    common::info_field(&info, "ringkv_handed_back")
+    info_field(&info, "ringkv_handed_back")
         .and_then(|v| v.parse().ok())
         .expect("ringkv_handed_back in CLUSTER INFO")
 }

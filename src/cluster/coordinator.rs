@@ -574,13 +574,14 @@ impl Coordinator {
         }
     }
 
-    /// This node's copies of those of `keys` it is a replica of.
+    /// This node's copies of those of `keys` it is a replica of (a key named
+    /// twice is sent twice; merging an equal copy again costs a comparison).
     fn copies_of<'a>(&self, db: u8, keys: impl Iterator<Item = &'a Bytes>) -> CommandResult<Vec<KeyCopy>> {
         let ring = self.membership.ring();
         let me = self.membership.me();
         let mut copies: Vec<KeyCopy> = Vec::new();
         for key in keys {
-            if !ring.preference_list(key_slot(key)).contains(&me) || copies.iter().any(|c| c.key == key) {
+            if !ring.preference_list(key_slot(key)).contains(&me) {
                 continue;
             }
             let record = self.local.read(db, key)?.map(|r| Bytes::from(r.encode()));

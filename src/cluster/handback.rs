@@ -16,6 +16,7 @@
 use std::cell::RefCell;
 use std::future::Future;
 
+use ahash::AHashSet;
 use bytes::Bytes;
 
 use super::messages::{Handed, KeyCopy};
@@ -31,8 +32,8 @@ tokio::task_local! {
 struct Forwarder {
     member: MemberIndex,
     db: u8,
-    /// Keys whose copy the forwarder sent and this node merged.
-    keys: Vec<Bytes>,
+    /// Keys whose copy the forwarder sent and this node merged (a set: MSET of one hash tag has thousands).
+    keys: AHashSet<Bytes>,
     handed: RefCell<Vec<Handed>>,
 }
 
@@ -45,7 +46,7 @@ pub async fn serve<T>(
     copies: Vec<KeyCopy>,
     command: impl Future<Output = T>,
 ) -> (T, Vec<Handed>) {
-    let mut keys = Vec::with_capacity(copies.len());
+    let mut keys = AHashSet::with_capacity(copies.len());
     for copy in copies {
         let merged = match copy.record.as_deref().map(Record::decode) {
             None => true,
@@ -56,7 +57,7 @@ pub async fn serve<T>(
                 .is_ok(),
         };
         if merged {
-            keys.push(copy.key);
+            keys.insert(copy.key);
         }
     }
     if keys.is_empty() {
@@ -80,18 +81,21 @@ pub async fn serve<T>(
 pub fn forwarder_of(db: u8, key: &[u8], list: &[MemberIndex]) -> Option<MemberIndex> {
     FORWARDER
         .try_with(|f| {
-            let sent = f.db == db && list.contains(&f.member) && f.keys.iter().any(|k| k == key);
+            let sent = f.db == db && list.contains(&f.member) && f.keys.contains(key);
             sent.then_some(f.member)
         })
         .ok()
         .flatten()
 }
 
-/// Queues `record`, just written for `key`, for the forwarder; it replaces an earlier record of the same key.
+/// Queues `record`, just written for `key`, for the forwarder. A rewrite of the key just queued (a SET written again
+/// over versions a replica reported) replaces it.
 pub fn hand_back(db: u8, key: &[u8], record: Bytes) {
     let _ = FORWARDER.try_with(|f| {
         let mut handed = f.handed.borrow_mut();
-        handed.retain(|h| h.db != db || h.key != key);
+        if handed.last().is_some_and(|h| h.db == db && h.key == key) {
+            handed.pop();
+        }
         handed.push(Handed {
             db,
             key: Bytes::copy_from_slice(key),

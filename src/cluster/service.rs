@@ -34,10 +34,8 @@ impl PeerService {
     pub fn attach(&self, node: &Arc<Node>) {
         let _ = self.node.set(Arc::downgrade(node));
     }
-}
 
-impl PeerService {
-    /// Answers a read or merge of the local copy; any other request is refused.
+    /// Answers a read or merge of the local copy, or a fence; any other request is refused.
     fn answer_locally(&self, request: PeerRequest) -> PeerResponse {
         let answer = match request {
             PeerRequest::Read { db, key } => self
@@ -51,6 +49,7 @@ impl PeerService {
                     Some(merged) => PeerResponse::Diverged(Bytes::from(merged.encode())),
                 }),
             },
+            PeerRequest::Fence => Ok(PeerResponse::Ack),
             _ => return PeerResponse::Error("ERR not a request for the local copy".into()),
         };
         answer.unwrap_or_else(|e| PeerResponse::Error(e.to_string()))
@@ -64,8 +63,9 @@ impl Service for PeerService {
     /// Reads and merges of the local copy never wait, so they are answered on the connection's own task.
     fn handle_now(&self, _from: PeerId, request: PeerRequest) -> Result<PeerResponse, PeerRequest> {
         match request {
-            PeerRequest::Read { .. } | PeerRequest::Merge { .. } => Ok(self.answer_locally(request)),
-            PeerRequest::Fence => Ok(PeerResponse::Ack),
+            local @ (PeerRequest::Read { .. } | PeerRequest::Merge { .. } | PeerRequest::Fence) => {
+                Ok(self.answer_locally(local))
+            }
             other => Err(other),
         }
     }
@@ -102,8 +102,9 @@ impl Service for PeerService {
                 }
                 Ok(PeerResponse::Ack)
             }
-            PeerRequest::Fence => Ok(PeerResponse::Ack),
-            local @ (PeerRequest::Read { .. } | PeerRequest::Merge { .. }) => return self.answer_locally(local),
+            local @ (PeerRequest::Read { .. } | PeerRequest::Merge { .. } | PeerRequest::Fence) => {
+                return self.answer_locally(local)
+            }
         };
         answer.unwrap_or_else(|e| PeerResponse::Error(e.to_string()))
     }
