@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::join_all;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::Notify;
 
@@ -408,21 +409,20 @@ impl Coordinator {
             return Err(CommandError::CrossSlot);
         }
         let (read, write) = self.quorums(scope);
-        for key in keys {
-            self.catch_up(peers, scope, ring.preference_list(key_slot(key)), key, read)
-                .await;
-        }
+        // Keys are read and replicated in parallel: an MSET of one hash tag
+        // may name thousands, and one round trip after another adds up.
+        let catch_ups = keys
+            .iter()
+            .map(|key| self.catch_up(peers, scope, ring.preference_list(key_slot(key)), key, read));
+        join_all(catch_ups).await;
         let (out, written) = self.local.update_many(scope.db, keys, decide)?;
-        let mut failure = None;
-        for (key, record) in keys.iter().zip(written) {
-            if let Some(record) = record {
-                let list = ring.preference_list(key_slot(key));
-                if let Err(e) = self.replicate(peers, scope.db, key, &record, list, write).await {
-                    failure = Some(e);
-                }
-            }
-        }
-        match failure {
+        let replications = keys.iter().zip(&written).filter_map(|(key, record)| {
+            let list = ring.preference_list(key_slot(key));
+            record
+                .as_ref()
+                .map(|record| self.replicate(peers, scope.db, key, record, list, write))
+        });
+        match join_all(replications).await.into_iter().find_map(Result::err) {
             Some(e) => Err(e),
             None => Ok(out),
         }
