@@ -686,7 +686,7 @@ impl Coordinator {
                 };
                 any.then(|| self.keys_at(member, query))
             });
-            for part in futures_util::future::join_all(queries).await {
+            for part in join_all(queries).await {
                 let part = part?;
                 answer.count += part.count;
                 answer.keys.extend(part.keys);
@@ -732,11 +732,6 @@ impl Coordinator {
     /// repair this node has in flight has landed or failed.
     pub async fn drain(&self) {
         let Some(peers) = &self.peers else { return };
-        let me = self.membership.me();
-        // Merges told without an ack are applied in order with what follows on their link.
-        let fences = (0..self.membership.members().len() as MemberIndex)
-            .filter(|&m| m != me)
-            .map(|m| peers.bus.call(m, PeerRequest::Fence, peers.timeout));
         let idle = async {
             loop {
                 let notified = self.in_flight.idle.notified();
@@ -749,7 +744,13 @@ impl Coordinator {
             }
         };
         let _ = tokio::time::timeout(peers.timeout, idle).await;
-        futures_util::future::join_all(fences).await;
+        // Merges told without an ack are applied in order with what follows
+        // on their link, so a call answered after them shows they landed.
+        let me = self.membership.me();
+        let fences = (0..self.membership.members().len() as MemberIndex)
+            .filter(|&m| m != me)
+            .map(|m| peers.bus.call(m, PeerRequest::Fence, peers.timeout));
+        join_all(fences).await;
     }
 
     /// FLUSHDB (`Some(db)`) or FLUSHALL (`None`) on every node. Refused
@@ -770,13 +771,13 @@ impl Coordinator {
         let drains = others
             .iter()
             .map(|&m| peers.bus.call(m, PeerRequest::Drain, peers.timeout));
-        futures_util::future::join(self.drain(), futures_util::future::join_all(drains)).await;
+        futures_util::future::join(self.drain(), join_all(drains)).await;
         tokio::task::block_in_place(|| self.local.flush(db))?;
         let calls = others.iter().map(|&m| async move {
             let answer = peers.bus.call(m, PeerRequest::Flush { db }, peers.timeout).await;
             (m, answer)
         });
-        for (m, answer) in futures_util::future::join_all(calls).await {
+        for (m, answer) in join_all(calls).await {
             match answer {
                 Ok(PeerResponse::Ack) => {}
                 Ok(PeerResponse::Error(e)) => return Err(self.peer_error(m, &e)),
