@@ -107,6 +107,10 @@ impl Engine for DiskEngine {
         Ok(())
     }
 
+    fn buffers_writes(&self) -> bool {
+        true
+    }
+
     fn sync(&self) -> Result<(), StorageError> {
         // fjall fsyncs while holding its journal lock, which would stall every
         // writer for the length of the fsync. Instead: hand the buffer to the

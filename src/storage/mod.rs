@@ -100,6 +100,11 @@ pub trait Engine: Send + Sync + 'static {
     /// Hands every applied batch to the OS, so it survives the process
     /// dying (not a power loss). Cheap when nothing is pending.
     fn flush(&self) -> Result<(), StorageError>;
+    /// Whether applied batches wait in a buffer for `flush`: if not, callers
+    /// skip flushing altogether.
+    fn buffers_writes(&self) -> bool {
+        false
+    }
     /// Makes every applied batch durable (fsync). A no-op for RAM.
     fn sync(&self) -> Result<(), StorageError>;
     /// Removes everything (FLUSHALL).
