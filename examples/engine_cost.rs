@@ -1,0 +1,86 @@
+//! CPU cost of the storage engines per write, as a replica pays it on a SET:
+//! read the stored record, write the new one, and hand the journal to the OS
+//! every `--batch` writes.
+//!
+//! `cargo run --release --example engine_cost -- [--ops N] [--keys K] [--batch B] [--value-size S]`
+//!
+//! Prints nanoseconds of process CPU (user + system, fjall's background
+//! threads included) per write for the disk engine (fjall) and the memory
+//! engine, with the same random keys. A benchmark that prints numbers, not a
+//! test: read the two rows of one run side by side.
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use rand::Rng;
+use ringkv::storage::{storage_key, BatchOp, DiskEngine, Engine, MemoryEngine, Space};
+
+#[derive(Parser)]
+struct Args {
+    /// Writes per engine.
+    #[arg(long, default_value_t = 600_000)]
+    ops: usize,
+    /// Distinct keys, drawn at random (redis-benchmark's -r).
+    #[arg(long, default_value_t = 100_000)]
+    keys: u32,
+    /// Writes between two flushes of the journal (1 = every write, as unpipelined clients cause).
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Bytes per stored value.
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+}
+
+/// User + system CPU time of this process so far.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks: u64 = fields
+        .get(11..13)
+        .map_or(0, |f| f.iter().filter_map(|t| t.parse::<u64>().ok()).sum());
+    // Linux reports in USER_HZ, 100 on every architecture ringkv builds for.
+    Duration::from_millis(ticks * 10)
+}
+
+fn run(name: &str, engine: &dyn Engine, args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let mut rng = rand::rng();
+    let value = vec![b'x'; args.value_size];
+    let (cpu, wall) = (cpu_time(), Instant::now());
+    let mut found = 0usize;
+    for i in 0..args.ops {
+        let key = format!("key:{:012}", rng.random_range(0..args.keys));
+        let stored = storage_key(ringkv::cluster::slot::key_slot(key.as_bytes()), 0, key.as_bytes());
+        if engine.get(&stored)?.is_some() {
+            found += 1;
+        }
+        engine.apply(vec![BatchOp::Put(Space::Records, stored, value.clone())])?;
+        if (i + 1) % args.batch == 0 {
+            engine.flush()?;
+        }
+    }
+    engine.flush()?;
+    let wall = wall.elapsed();
+    // Let background flushes of full memtables finish, and count them.
+    std::thread::sleep(Duration::from_secs(2));
+    let cpu = cpu_time().saturating_sub(cpu);
+    let per = |d: Duration| d.as_nanos() / args.ops as u128;
+    println!(
+        "{name:<7} ops={} found={found} cpu_ns/op={} wall_ns/op={}",
+        args.ops,
+        per(cpu),
+        per(wall)
+    );
+    Ok(())
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let dir = tempfile::tempdir()?;
+    // The server's defaults: 64 MiB block cache, 64 MiB memtables.
+    let disk = DiskEngine::open(dir.path(), 64, 64)?;
+    run("disk", &disk, &args)?;
+    drop(disk);
+    run("memory", &MemoryEngine::default(), &args)?;
+    Ok(())
+}
