@@ -2,7 +2,8 @@
 //! read the stored record, write the new one, and hand the journal to the OS
 //! every `--batch` writes.
 //!
-//! `cargo run --release --example engine_cost -- [--ops N] [--keys K] [--batch B] [--value-size S]`
+//! `cargo run --release --example engine_cost -- [--ops N] [--keys K] [--batch B] [--value-size S] [--cache]
+//! [--memtable-mb M]`
 //!
 //! Prints nanoseconds of process CPU (user + system, fjall's background
 //! threads included) per write for the disk engine (fjall) and the memory
@@ -29,6 +30,12 @@ struct Args {
     /// Bytes per stored value.
     #[arg(long, default_value_t = 100)]
     value_size: usize,
+    /// Read only keys not written before, as a replica does once its record cache holds them.
+    #[arg(long)]
+    cache: bool,
+    /// The disk engine's memtable size, MiB (the server's default is 64).
+    #[arg(long, default_value_t = 64)]
+    memtable_mb: u64,
 }
 
 /// User + system CPU time of this process so far.
@@ -48,10 +55,13 @@ fn run(name: &str, engine: &dyn Engine, args: &Args) -> Result<(), Box<dyn std::
     let value = vec![b'x'; args.value_size];
     let (cpu, wall) = (cpu_time(), Instant::now());
     let mut found = 0usize;
+    let mut seen = vec![false; args.keys as usize];
     for i in 0..args.ops {
-        let key = format!("key:{:012}", rng.random_range(0..args.keys));
+        let index = rng.random_range(0..args.keys);
+        let key = format!("key:{index:012}");
         let stored = storage_key(ringkv::cluster::slot::key_slot(key.as_bytes()), 0, key.as_bytes());
-        if engine.get(&stored)?.is_some() {
+        let cached = std::mem::replace(&mut seen[index as usize], true) && args.cache;
+        if !cached && engine.get(&stored)?.is_some() {
             found += 1;
         }
         engine.apply(vec![BatchOp::Put(Space::Records, stored, value.clone())])?;
@@ -77,8 +87,8 @@ fn run(name: &str, engine: &dyn Engine, args: &Args) -> Result<(), Box<dyn std::
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let dir = tempfile::tempdir()?;
-    // The server's defaults: 64 MiB block cache, 64 MiB memtables.
-    let disk = DiskEngine::open(dir.path(), 64, 64)?;
+    // The server's default block cache: 64 MiB.
+    let disk = DiskEngine::open(dir.path(), 64, args.memtable_mb)?;
     run("disk", &disk, &args)?;
     drop(disk);
     run("memory", &MemoryEngine::default(), &args)?;
