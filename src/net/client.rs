@@ -29,10 +29,10 @@ use super::outbox::Outbox;
 use super::{BusError, Inner, PeerId, RemoteFailure, Service};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// The request id of a message that wants no response; calls number theirs from 1.
 pub(crate) const ONE_WAY: u64 = 0;
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// What a waiting caller receives.
 type Reply<R> = Result<R, BusError>;
