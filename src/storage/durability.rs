@@ -161,3 +161,75 @@ fn sync_loop(durability: std::sync::Weak<Durability>, mode: FsyncMode) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+    use crate::storage::{BatchOp, MemoryEngine, Space, StorageError, Value, Visitor};
+
+    /// The memory engine, but with a write buffer whose flushes are counted.
+    #[derive(Default)]
+    struct CountingEngine {
+        inner: MemoryEngine,
+        flushes: AtomicUsize,
+    }
+
+    impl Engine for CountingEngine {
+        fn get(&self, key: &[u8]) -> Result<Option<Value>, StorageError> {
+            self.inner.get(key)
+        }
+        fn apply(&self, ops: Vec<BatchOp>) -> Result<(), StorageError> {
+            self.inner.apply(ops)
+        }
+        fn scan(&self, space: Space, from: &[u8], visit: &mut Visitor<'_>) -> Result<(), StorageError> {
+            self.inner.scan(space, from, visit)
+        }
+        fn flush(&self) -> Result<(), StorageError> {
+            self.flushes.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        fn buffers_writes(&self) -> bool {
+            true
+        }
+        fn sync(&self) -> Result<(), StorageError> {
+            Ok(())
+        }
+        fn clear(&self) -> Result<(), StorageError> {
+            self.inner.clear()
+        }
+        fn disk_bytes(&self) -> u64 {
+            0
+        }
+        fn max_key_len(&self) -> usize {
+            self.inner.max_key_len()
+        }
+    }
+
+    /// Connections that wrote in the same round of the scheduler share one flush; one that finds its write flushed
+    /// already flushes nothing; a later write is flushed again.
+    #[tokio::test(flavor = "current_thread")]
+    async fn connections_that_wrote_together_share_one_flush() {
+        let engine = Arc::new(CountingEngine::default());
+        let durability = Durability::start(FsyncMode::No, engine.clone());
+        let connections: Vec<_> = (0..10)
+            .map(|_| {
+                let durability = durability.clone();
+                tokio::spawn(async move {
+                    durability.note_write();
+                    durability.before_reply().await
+                })
+            })
+            .collect();
+        for connection in connections {
+            connection.await.expect("task").expect("flush");
+        }
+        assert_eq!(engine.flushes.load(Ordering::SeqCst), 1);
+        durability.before_reply().await.expect("flush");
+        assert_eq!(engine.flushes.load(Ordering::SeqCst), 1, "nothing new was written");
+        durability.note_write();
+        durability.before_reply().await.expect("flush");
+        assert_eq!(engine.flushes.load(Ordering::SeqCst), 2);
+    }
+}
