@@ -41,10 +41,29 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum EngineKind {
-    /// fjall LSM tree on disk: survives restarts.
+    /// fjall LSM tree on disk: survives restarts; data may outgrow RAM.
     Disk,
+    /// Every record in RAM, every change appended to a log (Redis's
+    /// `appendonly yes`): survives restarts; data must fit in RAM.
+    Log,
     /// A hash map in RAM: Redis-like speed, nothing survives a restart.
     Memory,
+}
+
+impl EngineKind {
+    /// Whether what it stores survives a restart.
+    pub fn is_durable(self) -> bool {
+        self != EngineKind::Memory
+    }
+
+    /// The name used in config files and INFO.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Disk => "disk",
+            EngineKind::Log => "log",
+            EngineKind::Memory => "memory",
+        }
+    }
 }
 
 /// When acknowledged writes reach the disk, mirroring Redis `appendfsync`.

@@ -49,10 +49,11 @@ const SWEEP_BATCH: usize = 256;
 /// connections finish their replies, syncs storage and returns.
 pub async fn run(config: Config) -> Result<(), StartError> {
     let data_dir = config.storage.data_dir.clone();
-    let identity = match config.storage.engine {
-        EngineKind::Disk => Identity::load_or_create(&data_dir, &config.cluster.node_id)?,
+    let identity = if config.storage.engine.is_durable() {
+        Identity::load_or_create(&data_dir, &config.cluster.node_id)?
+    } else {
         // Nothing survives a restart, so every start is a new incarnation.
-        EngineKind::Memory => Identity::generate(&config.cluster.node_id),
+        Identity::generate(&config.cluster.node_id)
     };
     let engine = storage::open(&config.storage, &data_dir)?;
     let durability = Durability::start(config.storage.fsync, engine.clone());
@@ -69,7 +70,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         },
         match config.storage.engine {
             EngineKind::Disk => (config.storage.record_cache_mb as usize).saturating_mul(1024 * 1024),
-            EngineKind::Memory => 0,
+            EngineKind::Log | EngineKind::Memory => 0,
         },
     ));
     let addr = (config.server.bind, config.server.port);

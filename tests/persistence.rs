@@ -1,6 +1,6 @@
 //! Durability: what survives a clean stop, a SIGTERM and a `kill -9`, with
-//! the disk engine; and the memory engine forgetting everything (as
-//! documented).
+//! each durable engine (disk and log); and the memory engine forgetting
+//! everything (as documented).
 
 mod common;
 
@@ -30,13 +30,19 @@ fn assert_sample(raw: &mut Raw) {
     raw.expect(&["SELECT", "0"], Resp::ok());
 }
 
-/// Writes the sample, stops the server with `stop`, restarts it, checks the sample.
-fn survives(stop: impl FnOnce(&mut Server)) {
-    let mut server = Server::start(&[]);
-    write_sample(&mut server.raw());
-    stop(&mut server);
-    server.restart();
-    assert_sample(&mut server.raw());
+/// The engines whose data survives a restart.
+const DURABLE: [&str; 2] = ["disk", "log"];
+
+/// Writes the sample, stops the server with `stop`, restarts it, checks the
+/// sample; with each durable engine.
+fn survives(stop: impl Fn(&mut Server)) {
+    for engine in DURABLE {
+        let mut server = Server::start(&["--engine", engine]);
+        write_sample(&mut server.raw());
+        stop(&mut server);
+        server.restart();
+        assert_sample(&mut server.raw());
+    }
 }
 
 #[test]
@@ -56,7 +62,13 @@ fn data_survives_sigint() {
 
 #[test]
 fn ttls_survive_restart() {
-    let mut server = Server::start(&[]);
+    for engine in DURABLE {
+        ttls_survive_restart_with(engine);
+    }
+}
+
+fn ttls_survive_restart_with(engine: &str) {
+    let mut server = Server::start(&["--engine", engine]);
     let mut raw = server.raw();
     raw.expect(&["SET", "long", "v", "EX", "1000"], Resp::ok());
     raw.expect(&["SET", "short", "v", "PX", "400"], Resp::ok());
@@ -119,23 +131,27 @@ fn assert_all_present(raw: &mut Raw, prefix: &str, count: usize) {
 
 #[test]
 fn fsync_always_keeps_every_acknowledged_write_through_kill_9() {
-    let mut server = Server::start(&["--fsync", "always"]);
-    write_acknowledged(&server, "key", 2000, 4);
-    server.kill9();
-    server.restart();
-    assert_all_present(&mut server.raw(), "key", 2000);
+    for engine in DURABLE {
+        let mut server = Server::start(&["--engine", engine, "--fsync", "always"]);
+        write_acknowledged(&server, "key", 2000, 4);
+        server.kill9();
+        server.restart();
+        assert_all_present(&mut server.raw(), "key", 2000);
+    }
 }
 
 #[test]
 fn fsync_everysec_and_no_survive_kill_9_of_the_process() {
     // Documented: in these modes every write reaches the OS before the reply,
     // so killing the process (not the machine) loses nothing.
-    for mode in ["everysec", "no"] {
-        let mut server = Server::start(&["--fsync", mode]);
-        write_acknowledged(&server, mode, 400, 2);
-        server.kill9();
-        server.restart();
-        assert_all_present(&mut server.raw(), mode, 400);
+    for engine in DURABLE {
+        for mode in ["everysec", "no"] {
+            let mut server = Server::start(&["--engine", engine, "--fsync", mode]);
+            write_acknowledged(&server, mode, 400, 2);
+            server.kill9();
+            server.restart();
+            assert_all_present(&mut server.raw(), mode, 400);
+        }
     }
 }
 
@@ -157,7 +173,13 @@ fn memory_engine_forgets_everything_on_restart() {
 
 #[test]
 fn deletes_stay_deleted_after_restart() {
-    let mut server = Server::start(&[]);
+    for engine in DURABLE {
+        deletes_stay_deleted_after_restart_with(engine);
+    }
+}
+
+fn deletes_stay_deleted_after_restart_with(engine: &str) {
+    let mut server = Server::start(&["--engine", engine]);
     let mut raw = server.raw();
     raw.expect(
         &["MSET", "gone", "1", "kept", "2", "renamed", "3", "expired", "4"],
@@ -191,9 +213,15 @@ fn deletes_stay_deleted_after_restart() {
 
 #[test]
 fn writes_after_restart_supersede_older_values() {
+    for engine in DURABLE {
+        writes_after_restart_supersede_older_values_with(engine);
+    }
+}
+
+fn writes_after_restart_supersede_older_values_with(engine: &str) {
     // Every restart must keep causality: a write after it replaces what was
     // written before, rather than becoming a concurrent sibling.
-    let mut server = Server::start(&[]);
+    let mut server = Server::start(&["--engine", engine]);
     let mut raw = server.raw();
     raw.expect(&["SET", "k", "before"], Resp::ok());
     raw.expect(&["SET", "n", "10"], Resp::ok());

@@ -11,7 +11,6 @@ use super::connection::{help, REDIS_VERSION};
 use super::{flag, is, parse_i64, Ctx, Spec, COMMANDS};
 use crate::clock::{now_ms, now_us};
 use crate::cluster::slot::SLOTS;
-use crate::config::EngineKind;
 use crate::error::{CommandError, CommandResult};
 use crate::glob;
 use crate::server::reply::Reply;
@@ -210,14 +209,14 @@ pub async fn info(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
         );
     }
     if want("persistence") {
-        let disk = config.storage.engine == EngineKind::Disk;
+        let engine = config.storage.engine;
         let _ = write!(
             text,
             "# Persistence\r\nloading:0\r\nringkv_engine:{}\r\nringkv_disk_bytes:{}\r\naof_enabled:{}\r\n\
              appendfsync:{}\r\nrdb_changes_since_last_save:0\r\nrdb_bgsave_in_progress:0\r\n\r\n",
-            if disk { "disk" } else { "memory" },
+            engine.as_str(),
             replica.engine().disk_bytes(),
-            u8::from(disk),
+            u8::from(engine.is_durable()),
             config.storage.fsync.as_str(),
         );
     }
@@ -269,7 +268,7 @@ pub async fn info(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
 fn config_params(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
     let config = &ctx.node.config;
     let settings = ctx.node.settings.read();
-    let disk = config.storage.engine == EngineKind::Disk;
+    let durable = config.storage.engine.is_durable();
     vec![
         ("bind", config.server.bind.to_string()),
         ("port", ctx.node.port.to_string()),
@@ -284,7 +283,7 @@ fn config_params(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
         ),
         ("dir", config.storage.data_dir.display().to_string()),
         ("save", settings.save.clone()),
-        ("appendonly", if disk { "yes" } else { "no" }.to_string()),
+        ("appendonly", if durable { "yes" } else { "no" }.to_string()),
         ("appendfsync", config.storage.fsync.as_str().to_string()),
         ("maxmemory", ctx.node.maxmemory.load(Ordering::Relaxed).to_string()),
         ("maxmemory-policy", "noeviction".to_string()),

@@ -7,6 +7,8 @@
 
 mod disk;
 mod durability;
+mod log;
+mod log_frame;
 mod memory;
 
 use std::ops::ControlFlow;
@@ -17,6 +19,7 @@ use crate::config::{EngineKind, StorageConfig};
 
 pub use disk::DiskEngine;
 pub use durability::Durability;
+pub use log::LogEngine;
 pub use memory::MemoryEngine;
 
 /// A storage failure, reported to the client as `ERR storage error: ...`.
@@ -129,6 +132,7 @@ pub fn open(config: &StorageConfig, data_dir: &Path) -> Result<Arc<dyn Engine>, 
             config.cache_mb,
             config.memtable_mb,
         )?),
+        EngineKind::Log => Arc::new(LogEngine::open(&data_dir.join("log"))?),
         EngineKind::Memory => Arc::new(MemoryEngine::default()),
     })
 }
@@ -175,7 +179,13 @@ mod tests {
     fn engines() -> Vec<(Box<dyn Engine>, Option<tempfile::TempDir>)> {
         let dir = tempfile::tempdir().expect("tempdir");
         let disk = DiskEngine::open(dir.path(), 8, 8).expect("open disk");
-        vec![(Box::new(MemoryEngine::default()), None), (Box::new(disk), Some(dir))]
+        let log_dir = tempfile::tempdir().expect("tempdir");
+        let log = LogEngine::open(log_dir.path()).expect("open log");
+        vec![
+            (Box::new(MemoryEngine::default()), None),
+            (Box::new(disk), Some(dir)),
+            (Box::new(log), Some(log_dir)),
+        ]
     }
 
     fn collect(engine: &dyn Engine, space: Space, from: &[u8]) -> Vec<Vec<u8>> {
