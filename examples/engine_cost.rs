@@ -6,15 +6,15 @@
 //! [--memtable-mb M]`
 //!
 //! Prints nanoseconds of process CPU (user + system, fjall's background
-//! threads included) per write for the disk engine (fjall) and the memory
-//! engine, with the same random keys. A benchmark that prints numbers, not a
+//! threads included) per write for the disk engine (fjall), the log engine
+//! and the memory engine, with the same random keys. A benchmark that prints numbers, not a
 //! test: read the two rows of one run side by side.
 
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use rand::Rng;
-use ringkv::storage::{storage_key, BatchOp, DiskEngine, Engine, MemoryEngine, Space};
+use ringkv::storage::{storage_key, BatchOp, DiskEngine, Engine, LogEngine, MemoryEngine, Space};
 
 #[derive(Parser)]
 struct Args {
@@ -91,6 +91,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let disk = DiskEngine::open(dir.path(), 64, args.memtable_mb)?;
     run("disk", &disk, &args)?;
     drop(disk);
+    let log_dir = tempfile::tempdir()?;
+    run("log", &LogEngine::open(log_dir.path())?, &args)?;
     run("memory", &MemoryEngine::default(), &args)?;
     Ok(())
 }

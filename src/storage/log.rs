@@ -30,6 +30,10 @@ use crate::cluster::slot::SLOTS;
 /// the snapshot's size (Redis: auto-aof-rewrite-min-size 64mb, percentage 100).
 pub const REWRITE_MIN_BYTES: u64 = 64 * 1024 * 1024;
 
+/// Pending frames are written at once from this size on, even if nobody
+/// asks (a replica that is only told changes, under `fsync = "no"`).
+const PENDING_MAX: usize = 4 << 20;
+
 /// A snapshot frame is closed at about this size.
 const SNAPSHOT_FRAME: usize = 1 << 20;
 
@@ -331,11 +335,18 @@ impl Engine for LogEngine {
     }
 
     fn apply(&self, ops: Vec<BatchOp>) -> Result<(), StorageError> {
-        let mut pending = self.shared.pending.lock();
-        let mut frame = FrameBuilder::new(&mut pending);
-        frame.batch(&ops);
-        frame.finish();
-        self.shared.ram.apply(ops)
+        let full = {
+            let mut pending = self.shared.pending.lock();
+            let mut frame = FrameBuilder::new(&mut pending);
+            frame.batch(&ops);
+            frame.finish();
+            self.shared.ram.apply(ops)?;
+            pending.len() >= PENDING_MAX
+        };
+        if full {
+            self.flush()?;
+        }
+        Ok(())
     }
 
     fn scan(&self, space: Space, from: &[u8], visit: &mut Visitor<'_>) -> Result<(), StorageError> {
