@@ -26,8 +26,9 @@
 //! - [`replica`]: one node's versioned records: read-modify-write under
 //!   per-key locks, the expiry sweep.
 //! - [`version`]: dotted version vectors, siblings and their merge.
-//! - [`storage`]: the `Engine` trait with the fjall (disk) and memory engines,
-//!   key layout, and durability (fsync policy with group commit).
+//! - [`storage`]: the `Engine` trait with the fjall (disk), log (RAM plus an
+//!   append-only log) and memory engines, key layout, and durability (fsync
+//!   policy with group commit).
 //! - [`identity`]: node id and incarnation kept in the data dir.
 //! - [`node`]: state shared by all connections; [`run`] starts a node.
 
