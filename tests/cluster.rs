@@ -235,6 +235,30 @@ fn quorums_survive_a_killed_node_and_read_repair_heals_it() {
 }
 
 #[test]
+fn a_log_engine_node_keeps_what_it_acknowledged_through_kill_9() {
+    let mut cluster = Cluster::start(3, &["--engine", "log"]);
+    let names = keys(40, "lk");
+    let mut raw = cluster.node(0).raw();
+    // W=ALL: node3 acknowledged every write before the reply.
+    raw.expect(&["CONSISTENCY", "WRITE", "ALL"], Resp::ok());
+    for key in &names {
+        raw.expect(&["SET", key, "kept"], Resp::ok());
+    }
+    cluster.nodes[2].kill9();
+    cluster.nodes[2].restart();
+    cluster.wait_connected();
+    let mut alone = cluster.node(2).raw();
+    alone.expect(&["CONSISTENCY", "READ", "1"], Resp::ok());
+    for key in &names {
+        alone.expect(&["GET", key], Resp::bulk("kept"));
+    }
+    // Writes after the restart supersede the reloaded ones rather than become siblings.
+    alone.expect(&["SET", &names[0], "after"], Resp::ok());
+    raw.expect(&["CONSISTENCY", "READ", "ALL"], Resp::ok());
+    raw.expect(&["GET", &names[0]], Resp::bulk("after"));
+}
+
+#[test]
 fn a_partition_makes_siblings_that_writes_resolve() {
     let cluster = Cluster::start(3, &[]);
     let (mut a, mut c) = (cluster.node(0).raw(), cluster.node(2).raw());

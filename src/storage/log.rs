@@ -249,6 +249,8 @@ impl Shared {
         log.len += written;
         log.since_snapshot += written;
         log.unwritten.clear();
+        // A huge batch (a big MSET) must not pin its size in this buffer.
+        log.unwritten.shrink_to(PENDING_MAX);
         Ok(())
     }
 
