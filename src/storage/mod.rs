@@ -40,6 +40,11 @@ pub enum StorageError {
     /// The key does not fit the engine's key size limit.
     #[error("key too long for the storage engine ({0} bytes max)")]
     KeyTooLong(usize),
+    /// The data dir holds another durable engine's data. Starting anyway
+    /// would keep the node's identity with none of its records, and the
+    /// version counters it issued before could be issued again.
+    #[error("the data dir holds the {0} engine's data: set engine = \"{0}\", or use another data dir")]
+    OtherEngine(&'static str),
 }
 
 impl From<fjall::Error> for StorageError {
@@ -124,15 +129,25 @@ pub trait Engine: Send + Sync + 'static {
     fn max_key_len(&self) -> usize;
 }
 
+/// The folder of `data_dir` each durable engine keeps its files in.
+const ENGINE_DIRS: [(EngineKind, &str); 2] = [(EngineKind::Disk, "store"), (EngineKind::Log, "log")];
+
 /// Opens the configured engine in `data_dir`.
 pub fn open(config: &StorageConfig, data_dir: &Path) -> Result<Arc<dyn Engine>, StorageError> {
+    if config.engine.is_durable() {
+        for (other, dir) in ENGINE_DIRS {
+            if other != config.engine && data_dir.join(dir).exists() {
+                return Err(StorageError::OtherEngine(other.as_str()));
+            }
+        }
+    }
     Ok(match config.engine {
         EngineKind::Disk => Arc::new(DiskEngine::open(
-            &data_dir.join("store"),
+            &data_dir.join(ENGINE_DIRS[0].1),
             config.cache_mb,
             config.memtable_mb,
         )?),
-        EngineKind::Log => Arc::new(LogEngine::open(&data_dir.join("log"))?),
+        EngineKind::Log => Arc::new(LogEngine::open(&data_dir.join(ENGINE_DIRS[1].1))?),
         EngineKind::Memory => Arc::new(MemoryEngine::default()),
     })
 }
@@ -250,6 +265,24 @@ mod tests {
             })
             .count();
         assert!(journals >= 1, "no fjall journal found in the database folder");
+    }
+
+    #[test]
+    fn a_durable_engine_refuses_a_data_dir_of_the_other() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = |engine| StorageConfig {
+            engine,
+            ..StorageConfig::default()
+        };
+        drop(open(&config(EngineKind::Disk), dir.path()).expect("disk"));
+        let refused = open(&config(EngineKind::Log), dir.path()).err();
+        assert!(matches!(refused, Some(StorageError::OtherEngine("disk"))));
+        // The memory engine keeps nothing, so it may run there.
+        open(&config(EngineKind::Memory), dir.path()).expect("memory");
+        let other = tempfile::tempdir().expect("tempdir");
+        drop(open(&config(EngineKind::Log), other.path()).expect("log"));
+        let refused = open(&config(EngineKind::Disk), other.path()).err();
+        assert!(matches!(refused, Some(StorageError::OtherEngine("log"))));
     }
 
     #[test]
