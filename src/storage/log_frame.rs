@@ -111,7 +111,7 @@ impl<'a> FrameBuilder<'a> {
 }
 
 /// How reading a file ended.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Replayed {
     /// Bytes of whole, intact frames from the start of the file.
     pub valid_len: u64,
@@ -247,43 +247,26 @@ mod tests {
         );
 
         // Every cut inside the second frame keeps the first whole and only it.
+        let torn_after_first = Replayed {
+            valid_len: first,
+            torn: true,
+        };
         for cut in first + 1..out.len() as u64 {
             std::fs::write(&path, &out[..cut as usize]).expect("write");
             let (seen, end) = read_all(&path);
-            assert_eq!(
-                (seen.len(), end),
-                (
-                    2,
-                    Replayed {
-                        valid_len: first,
-                        torn: true
-                    }
-                )
-            );
+            assert_eq!((seen.len(), end), (2, torn_after_first));
         }
         // A flipped byte in the payload fails the hash.
         let mut damaged = out.clone();
         let last = damaged.len() - 1;
         damaged[last] ^= 1;
         std::fs::write(&path, &damaged).expect("write");
-        assert_eq!(
-            read_all(&path).1,
-            Replayed {
-                valid_len: first,
-                torn: true
-            }
-        );
+        assert_eq!(read_all(&path).1, torn_after_first);
         // A huge length is a torn frame, not an allocation.
         let mut huge = out[..first as usize].to_vec();
         huge.extend_from_slice(&u64::MAX.to_le_bytes());
         huge.extend_from_slice(&[0; 8]);
         std::fs::write(&path, &huge).expect("write");
-        assert_eq!(
-            read_all(&path).1,
-            Replayed {
-                valid_len: first,
-                torn: true
-            }
-        );
+        assert_eq!(read_all(&path).1, torn_after_first);
     }
 }

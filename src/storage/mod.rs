@@ -129,8 +129,10 @@ pub trait Engine: Send + Sync + 'static {
     fn max_key_len(&self) -> usize;
 }
 
-/// The folder of `data_dir` each durable engine keeps its files in.
-const ENGINE_DIRS: [(EngineKind, &str); 2] = [(EngineKind::Disk, "store"), (EngineKind::Log, "log")];
+/// The folders of `data_dir` the durable engines keep their files in.
+const DISK_DIR: &str = "store";
+const LOG_DIR: &str = "log";
+const ENGINE_DIRS: [(EngineKind, &str); 2] = [(EngineKind::Disk, DISK_DIR), (EngineKind::Log, LOG_DIR)];
 
 /// Opens the configured engine in `data_dir`.
 pub fn open(config: &StorageConfig, data_dir: &Path) -> Result<Arc<dyn Engine>, StorageError> {
@@ -143,11 +145,11 @@ pub fn open(config: &StorageConfig, data_dir: &Path) -> Result<Arc<dyn Engine>, 
     }
     Ok(match config.engine {
         EngineKind::Disk => Arc::new(DiskEngine::open(
-            &data_dir.join(ENGINE_DIRS[0].1),
+            &data_dir.join(DISK_DIR),
             config.cache_mb,
             config.memtable_mb,
         )?),
-        EngineKind::Log => Arc::new(LogEngine::open(&data_dir.join(ENGINE_DIRS[1].1))?),
+        EngineKind::Log => Arc::new(LogEngine::open(&data_dir.join(LOG_DIR))?),
         EngineKind::Memory => Arc::new(MemoryEngine::default()),
     })
 }
