@@ -106,6 +106,60 @@ fn a_pipeline_keeps_its_order_while_distinct_keys_run_concurrently() {
     );
 }
 
+/// A counter of this node's CLUSTER INFO.
+fn cluster_counter(raw: &mut Raw, name: &str) -> u64 {
+    let info = raw.cmd(&["CLUSTER", "INFO"]).text();
+    info_field(&info, name)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} in CLUSTER INFO:\n{info}"))
+}
+
+#[test]
+fn a_pipeline_forwards_its_writes_to_each_coordinator_in_few_messages() {
+    let cluster = Cluster::start(3, &[]);
+    let mut raw = cluster.node(1).raw();
+    raw.expect(&["SET", "w:text", "abc"], Resp::ok());
+    raw.expect(&["SET", "w:old", "old"], Resp::ok());
+    let (forwarded, messages) = (
+        cluster_counter(&mut raw, "ringkv_forwarded"),
+        cluster_counter(&mut raw, "ringkv_forward_messages"),
+    );
+    // Big values fill more than one batch; errors and old values come back in their places.
+    let big = "x".repeat(200 * 1024);
+    let mut commands: Vec<Vec<String>> = (0..60)
+        .map(|i| vec!["SET".into(), format!("w:{i}"), format!("v{i}")])
+        .collect();
+    for i in 0..3 {
+        commands.push(vec!["SET".into(), format!("w:big{i}"), big.clone()]);
+    }
+    commands.push(vec!["INCR".into(), "w:text".into()]);
+    commands.push(vec!["GETSET".into(), "w:old".into(), "new".into()]);
+    commands.push(vec!["SETNX".into(), "w:60".into(), "fresh".into()]);
+    let mut bytes = Vec::new();
+    for command in &commands {
+        let args: Vec<&str> = command.iter().map(String::as_str).collect();
+        bytes.extend(common::encode(&args));
+    }
+    raw.send(&bytes);
+    let replies: Vec<Resp> = (0..commands.len()).map(|_| raw.read_reply()).collect();
+    let mut want = vec![Resp::ok(); 63];
+    want.push(Resp::Error("ERR value is not an integer or out of range".into()));
+    want.push(Resp::bulk("old"));
+    want.push(Resp::int(1));
+    assert_eq!(replies, want);
+    let sent = cluster_counter(&mut raw, "ringkv_forwarded") - forwarded;
+    let carried_by = cluster_counter(&mut raw, "ringkv_forward_messages") - messages;
+    assert!(sent >= 20, "two thirds of the keys are forwarded, not {sent}");
+    assert!(carried_by * 4 <= sent, "{sent} forwards took {carried_by} messages");
+    let mut other = cluster.node(2).raw();
+    for i in 0..60 {
+        other.expect(&["GET", &format!("w:{i}")], Resp::bulk(format!("v{i}")));
+    }
+    other.expect(&["GET", "w:big2"], Resp::bulk(big));
+    other.expect(&["GET", "w:old"], Resp::bulk("new"));
+    other.expect(&["GET", "w:60"], Resp::bulk("fresh"));
+}
+
 #[test]
 fn cluster_commands_describe_the_ring() {
     let cluster = Cluster::start(3, &[]);
@@ -206,6 +260,19 @@ fn quorums_survive_a_killed_node_and_read_repair_heals_it() {
     for key in &names {
         cluster.node(1).raw().expect(&["GET", key], Resp::bulk("fresh"));
     }
+    // A pipeline's reads, asked of each replica in one message, make R=2 too, and fail alone at R=3.
+    let mut other = cluster.node(1).raw();
+    assert_eq!(
+        pipelined_gets(&mut other, &names),
+        vec![Resp::bulk("fresh"); names.len()]
+    );
+    other.expect(&["CONSISTENCY", "READ", "ALL"], Resp::ok());
+    for reply in pipelined_gets(&mut other, &names) {
+        assert!(
+            reply.as_error().starts_with("NOQUORUM read reached 2 of 3"),
+            "{reply:?}"
+        );
+    }
     raw.expect(&["CONSISTENCY", "WRITE", "ALL"], Resp::ok());
     let refused = raw.cmd(&["SET", "kr:refused", "again"]);
     assert!(
@@ -223,15 +290,27 @@ fn quorums_survive_a_killed_node_and_read_repair_heals_it() {
         .filter(|key| alone.cmd(&["GET", key.as_str()]) == Resp::Nil)
         .count();
     assert_eq!(missing, names.len(), "the restarted node missed every write");
-    // Quorum reads through another node repair it in the background.
-    for key in &names {
+    // Quorum reads through another node repair it in the background: one at a time, or a pipeline's together.
+    let (single, piped) = names.split_at(names.len() / 2);
+    for key in single {
         raw.expect(&["GET", key], Resp::bulk("fresh"));
     }
+    assert_eq!(pipelined_gets(&mut raw, piped), vec![Resp::bulk("fresh"); piped.len()]);
     wait_until(CONVERGE, "read repair brings node3 up to date", || {
         names
             .iter()
             .all(|key| alone.cmd(&["GET", key.as_str()]) == Resp::bulk("fresh"))
     });
+}
+
+/// GET of every key in one pipeline; the replies in order.
+fn pipelined_gets(raw: &mut Raw, keys: &[String]) -> Vec<Resp> {
+    let mut bytes = Vec::new();
+    for key in keys {
+        bytes.extend(common::encode(&["GET", key]));
+    }
+    raw.send(&bytes);
+    keys.iter().map(|_| raw.read_reply()).collect()
 }
 
 #[test]

@@ -16,6 +16,13 @@ pub enum PeerRequest {
         /// User key.
         key: Bytes,
     },
+    /// Your copies of these keys, in order (the quorum reads of a pipeline or an MGET, one message per replica).
+    ReadBatch {
+        /// Database.
+        db: u8,
+        /// User keys.
+        keys: Vec<Bytes>,
+    },
     /// Merge this copy of a key into yours (replication, read repair).
     Merge {
         /// Database.
@@ -27,6 +34,10 @@ pub enum PeerRequest {
     },
     /// Run this command as the coordinator of its keys.
     Forward(Forwarded),
+    /// Run these commands as the coordinator of their keys, concurrently, and answer each in one
+    /// [`PeerResponse::Batch`]: a pipeline's forwards cost one message each way. The sender batches only commands
+    /// on distinct keys, so their order does not matter.
+    ForwardBatch(Vec<Forwarded>),
     /// Live keys of `db` in the slots this node answers for (cluster-wide
     /// KEYS, SCAN, DBSIZE, RANDOMKEY).
     Keys(KeysQuery),
@@ -61,6 +72,19 @@ pub struct Forwarded {
     /// coordinator's read before writing, and ask for the written records back in the reply (see
     /// `cluster::handback`).
     pub copies: Vec<KeyCopy>,
+}
+
+impl Forwarded {
+    /// About how many bytes it takes on the wire (its arguments and copies).
+    pub fn wire_size(&self) -> usize {
+        let argv: usize = self.argv.iter().map(|arg| arg.len() + 4).sum();
+        let copies: usize = self
+            .copies
+            .iter()
+            .map(|copy| copy.key.len() + copy.record.as_ref().map_or(0, Bytes::len) + 8)
+            .sum();
+        argv + copies + 8
+    }
 }
 
 /// One replica's copy of one key, as it was when the command was forwarded.
@@ -135,6 +159,10 @@ pub enum PeerResponse {
         /// The records, in the order written.
         records: Vec<Handed>,
     },
+    /// The answers to a [`PeerRequest::ForwardBatch`], in its order.
+    Batch(Vec<PeerResponse>),
+    /// The encoded records of a [`PeerRequest::ReadBatch`]'s keys, in its order.
+    Records(Vec<Option<Bytes>>),
 }
 
 /// [`Reply`] as it crosses the bus (owned strings only).

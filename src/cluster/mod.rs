@@ -5,6 +5,7 @@ pub mod coordinator;
 pub mod handback;
 pub mod membership;
 pub mod messages;
+pub mod preread;
 pub mod ring;
 pub mod service;
 pub mod slot;

@@ -4,15 +4,20 @@
 use std::sync::{Arc, OnceLock, Weak};
 
 use bytes::Bytes;
+use futures_util::future::join_all;
 
 use super::coordinator::answer_keys;
 use super::handback;
-use super::messages::{PeerRequest, PeerResponse};
+use super::messages::{Forwarded, PeerRequest, PeerResponse};
 use crate::commands;
+use crate::error::CommandResult;
 use crate::net::{PeerId, Service};
 use crate::node::Node;
 use crate::replica::Replica;
 use crate::version::Record;
+
+/// The answer to a forward that arrives while the node is not (or no longer) there to run it.
+const STOPPING: &str = "LOADING node is starting or stopping";
 
 /// The peer-bus service of one node.
 pub struct PeerService {
@@ -35,6 +40,22 @@ impl PeerService {
         let _ = self.node.set(Arc::downgrade(node));
     }
 
+    /// Runs a command `from` forwarded to this node as coordinator of its keys, merging the copies that came with
+    /// it first and handing back the records written for them.
+    async fn coordinate(&self, node: &Arc<Node>, from: PeerId, mut command: Forwarded) -> PeerResponse {
+        let (db, copies) = (command.db, std::mem::take(&mut command.copies));
+        let run = commands::execute_forwarded(node, command);
+        let (reply, records) = handback::serve(&self.replica, from, db, copies, run).await;
+        if records.is_empty() {
+            PeerResponse::Reply(reply.into())
+        } else {
+            PeerResponse::Handback {
+                reply: reply.into(),
+                records,
+            }
+        }
+    }
+
     /// Answers a read or merge of the local copy, or a fence; any other request is refused.
     fn answer_locally(&self, request: PeerRequest) -> PeerResponse {
         let answer = match request {
@@ -42,6 +63,11 @@ impl PeerService {
                 .replica
                 .read(db, &key)
                 .map(|record| PeerResponse::Record(record.map(|r| Bytes::from(r.encode())))),
+            PeerRequest::ReadBatch { db, keys } => keys
+                .iter()
+                .map(|key| Ok(self.replica.read(db, key)?.map(|r| Bytes::from(r.encode()))))
+                .collect::<CommandResult<_>>()
+                .map(PeerResponse::Records),
             PeerRequest::Merge { db, key, record } => match Record::decode(&record) {
                 None => return PeerResponse::Error("ERR malformed record".into()),
                 Some(record) => self.replica.merge(db, &key, &record).map(|diverged| match diverged {
@@ -63,30 +89,30 @@ impl Service for PeerService {
     /// Reads and merges of the local copy never wait, so they are answered on the connection's own task.
     fn handle_now(&self, _from: PeerId, request: PeerRequest) -> Result<PeerResponse, PeerRequest> {
         match request {
-            local @ (PeerRequest::Read { .. } | PeerRequest::Merge { .. } | PeerRequest::Fence) => {
-                Ok(self.answer_locally(local))
-            }
+            local @ (PeerRequest::Read { .. }
+            | PeerRequest::ReadBatch { .. }
+            | PeerRequest::Merge { .. }
+            | PeerRequest::Fence) => Ok(self.answer_locally(local)),
             other => Err(other),
         }
     }
 
     async fn handle(self: Arc<Self>, from: PeerId, request: PeerRequest) -> PeerResponse {
         let answer = match request {
-            PeerRequest::Forward(mut command) => {
+            PeerRequest::Forward(command) => {
                 let Some(node) = self.node.get().and_then(Weak::upgrade) else {
-                    return PeerResponse::Error("LOADING node is starting or stopping".into());
+                    return PeerResponse::Error(STOPPING.into());
                 };
-                let (db, copies) = (command.db, std::mem::take(&mut command.copies));
-                let run = commands::execute_forwarded(&node, command);
-                let (reply, records) = handback::serve(&self.replica, from, db, copies, run).await;
-                return if records.is_empty() {
-                    PeerResponse::Reply(reply.into())
-                } else {
-                    PeerResponse::Handback {
-                        reply: reply.into(),
-                        records,
-                    }
+                return self.coordinate(&node, from, command).await;
+            }
+            PeerRequest::ForwardBatch(commands) => {
+                let Some(node) = self.node.get().and_then(Weak::upgrade) else {
+                    return PeerResponse::Error(STOPPING.into());
                 };
+                let runs = commands
+                    .into_iter()
+                    .map(|command| self.coordinate(&node, from, command));
+                return PeerResponse::Batch(join_all(runs).await);
             }
             // Scans of the whole store: other tasks move to another worker meanwhile.
             PeerRequest::Keys(query) => {
@@ -102,9 +128,10 @@ impl Service for PeerService {
                 }
                 Ok(PeerResponse::Ack)
             }
-            local @ (PeerRequest::Read { .. } | PeerRequest::Merge { .. } | PeerRequest::Fence) => {
-                return self.answer_locally(local)
-            }
+            local @ (PeerRequest::Read { .. }
+            | PeerRequest::ReadBatch { .. }
+            | PeerRequest::Merge { .. }
+            | PeerRequest::Fence) => return self.answer_locally(local),
         };
         answer.unwrap_or_else(|e| PeerResponse::Error(e.to_string()))
     }

@@ -34,13 +34,11 @@ pub async fn del(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
     Ok(Reply::Int(deleted))
 }
 
-/// EXISTS / TOUCH key [key ...]: a key named twice counts twice. Reads in parallel.
+/// EXISTS / TOUCH key [key ...]: a key named twice counts twice. The keys are read together.
 pub async fn exists(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
     let now = now_ms();
-    let scope = ctx.scope();
-    let reads = argv[1..].iter().map(|key| ctx.node.coordinator.read(scope, key));
     let mut found = 0;
-    for record in join_all(reads).await {
+    for record in ctx.node.coordinator.read_many(ctx.scope(), &argv[1..]).await {
         if record?.is_some_and(|r| r.live(now).next().is_some()) {
             found += 1;
         }

@@ -9,6 +9,8 @@ mod route;
 mod server;
 mod strings;
 
+pub use route::forwarded;
+
 use std::sync::Arc;
 
 use ahash::AHashMap;
@@ -16,6 +18,7 @@ use bytes::Bytes;
 
 use crate::cluster::coordinator::Scope;
 use crate::cluster::messages::Forwarded;
+use crate::cluster::ring::MemberIndex;
 use crate::error::{CommandError, CommandResult};
 use crate::node::{Node, Stats};
 use crate::server::clients::ClientHandle;
@@ -325,10 +328,41 @@ impl Ctx<'_> {
     }
 }
 
+/// Where a request goes, as [`prepare`] finds it.
+pub enum Prepared {
+    /// Answered already: unknown command, wrong arity, not authenticated, out of memory, or unroutable.
+    Answered(Reply),
+    /// A keyed write whose keys this member coordinates.
+    Forward(MemberIndex, &'static Spec, Vec<Bytes>),
+    /// A multi-key write whose keys have several coordinators: one command per key.
+    Split(&'static Spec, Vec<Bytes>),
+    /// Runs here.
+    Run(&'static Spec, Vec<Bytes>),
+}
+
+impl Prepared {
+    /// The key of a single-key read that runs here: its quorum read can be made ahead, with others.
+    pub fn read_key(&self) -> Option<&Bytes> {
+        match self {
+            Prepared::Run(spec, argv) if spec.flags & (READONLY | WRITE) == READONLY && spec.keys == KEY1 => {
+                argv.get(1)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Runs one request. `None` means send nothing (SHUTDOWN closes silently).
 pub async fn execute(node: &Arc<Node>, session: &mut Session, argv: Vec<Bytes>) -> Option<Reply> {
+    let prepared = prepare(node, session, argv);
+    perform(node, session, prepared).await
+}
+
+/// Checks a request and says where it runs, counting it as Redis does; a pipeline gathers the forwards of its
+/// commands into one message per coordinator before it [`perform`]s the rest.
+pub fn prepare(node: &Arc<Node>, session: &mut Session, argv: Vec<Bytes>) -> Prepared {
     let Some(index) = lookup(&argv[0]) else {
-        return Some(CommandError::unknown_command(&argv[0], &argv[1..]).into());
+        return Prepared::Answered(CommandError::unknown_command(&argv[0], &argv[1..]).into());
     };
     let spec = &COMMANDS[index];
     session
@@ -338,37 +372,46 @@ pub async fn execute(node: &Arc<Node>, session: &mut Session, argv: Vec<Bytes>) 
     // Redis 7.0's order: unknown command, arity, then authentication.
     let argc = argv.len() as i32;
     if (spec.arity > 0 && argc != spec.arity) || argc < -spec.arity {
-        return Some(CommandError::WrongArity(spec.name.to_string()).into());
+        return Prepared::Answered(CommandError::WrongArity(spec.name.to_string()).into());
     }
     if !session.authenticated && spec.flags & NO_AUTH == 0 {
-        return Some(CommandError::NoAuth.into());
+        return Prepared::Answered(CommandError::NoAuth.into());
     }
     if spec.flags & DENYOOM != 0 && node.over_maxmemory() {
-        return Some(CommandError::OutOfMemory.into());
+        return Prepared::Answered(CommandError::OutOfMemory.into());
     }
     if spec.flags & WRITE != 0 {
         session.wrote = true;
         if !session.forwarded && spec.keys != NOKEY && node.coordinator.is_clustered() {
-            let routed = match route::plan(node, spec, &argv) {
-                Ok(route::Plan::Here) => None,
-                Ok(route::Plan::Forward(to)) => {
-                    let keys = route::key_positions(spec, argv.len());
-                    let reply = route::forward(node, session, to, argv, keys).await;
-                    return Some(reply.unwrap_or_else(Reply::from));
-                }
-                Ok(route::Plan::Split) => Some(route::split(node, session, spec.cmd, &argv).await),
-                Err(e) => Some(Err(e)),
-            };
-            if let Some(reply) = routed {
-                return Some(reply.unwrap_or_else(Reply::from));
+            match route::plan(node, spec, &argv) {
+                Ok(route::Plan::Here) => {}
+                Ok(route::Plan::Forward(to)) => return Prepared::Forward(to, spec, argv),
+                Ok(route::Plan::Split) => return Prepared::Split(spec, argv),
+                Err(e) => return Prepared::Answered(e.into()),
             }
         }
     }
-    let mut ctx = Ctx { node, session };
-    match run(spec.cmd, &mut ctx, &argv).await {
-        Ok(reply) => reply,
-        Err(e) => Some(e.into()),
-    }
+    Prepared::Run(spec, argv)
+}
+
+/// Runs a request [`prepare`]d with this session.
+pub async fn perform(node: &Arc<Node>, session: &mut Session, prepared: Prepared) -> Option<Reply> {
+    let result = match prepared {
+        Prepared::Answered(reply) => return Some(reply),
+        Prepared::Forward(to, spec, argv) => {
+            let keys = route::key_positions(spec, argv.len());
+            route::forward(node, session, to, argv, keys).await
+        }
+        Prepared::Split(spec, argv) => route::split(node, session, spec.cmd, &argv).await,
+        Prepared::Run(spec, argv) => {
+            let mut ctx = Ctx { node, session };
+            return match run(spec.cmd, &mut ctx, &argv).await {
+                Ok(reply) => reply,
+                Err(e) => Some(e.into()),
+            };
+        }
+    };
+    Some(result.unwrap_or_else(Reply::from))
 }
 
 /// The key of a data command on exactly one key (GET, SET, INCR, ...), which

@@ -69,15 +69,19 @@ pub async fn forward(
     argv: Vec<Bytes>,
     keys: impl Iterator<Item = usize>,
 ) -> CommandResult<Reply> {
-    let command = Forwarded {
+    node.coordinator.forward(to, forwarded(session, argv), keys).await
+}
+
+/// `argv` as it is forwarded, with the settings of the connection that sent it.
+pub fn forwarded(session: &Session, argv: Vec<Bytes>) -> Forwarded {
+    Forwarded {
         db: session.db,
         resp: session.resp,
         read_quorum: session.read_quorum,
         write_quorum: session.write_quorum,
         argv,
         copies: Vec::new(),
-    };
-    node.coordinator.forward(to, command, keys).await
+    }
 }
 
 /// Runs a single-key command where its key is coordinated.
@@ -131,10 +135,9 @@ pub async fn split(node: &Arc<Node>, session: &Session, cmd: Cmd, argv: &[Bytes]
                 pairs.push((&pair[0], &pair[1]));
             }
             if cmd == Cmd::Msetnx {
-                let scope = session.scope();
                 let now = crate::clock::now_ms();
-                let reads = pairs.iter().map(|(key, _)| node.coordinator.read(scope, key));
-                for record in join_all(reads).await {
+                let keys: Vec<Bytes> = pairs.iter().map(|(key, _)| (*key).clone()).collect();
+                for record in node.coordinator.read_many(session.scope(), &keys).await {
                     if record?.is_some_and(|r| r.live(now).next().is_some()) {
                         return Ok(Reply::Int(0));
                     }

@@ -4,7 +4,6 @@
 //! on concurrent values rather than guess.
 
 use bytes::{Bytes, BytesMut};
-use futures_util::future::join_all;
 
 use super::{is, parse_f64, parse_i64, Ctx};
 use crate::clock::now_ms;
@@ -263,13 +262,11 @@ pub async fn getex(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
         .await
 }
 
-/// MGET key [key ...]: the keys are read in parallel, each at its own quorum.
+/// MGET key [key ...]: the keys are read together (one message per replica), each at its own quorum.
 pub async fn mget(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
     let conflicts = ctx.node.coordinator.local().conflicts();
-    let scope = ctx.scope();
-    let reads = argv[1..].iter().map(|key| ctx.node.coordinator.read(scope, key));
     let mut replies = Vec::with_capacity(argv.len() - 1);
-    for record in join_all(reads).await {
+    for record in ctx.node.coordinator.read_many(ctx.scope(), &argv[1..]).await {
         replies.push(read_reply(record?.as_deref(), conflicts));
     }
     Ok(Reply::Array(replies))

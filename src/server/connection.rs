@@ -14,8 +14,12 @@ use super::clients::ClientHandle;
 use super::parse::RequestParser;
 use super::reply::Reply;
 use crate::cluster::coordinator::Scope;
-use crate::commands;
+use crate::cluster::messages::Forwarded;
+use crate::cluster::preread;
+use crate::cluster::ring::MemberIndex;
+use crate::commands::{self, Prepared};
 use crate::node::Node;
+use futures_util::future::{join, join_all};
 
 /// Per-connection state that commands read and change.
 pub struct Session {
@@ -187,7 +191,8 @@ pub async fn serve(node: Arc<Node>, mut stream: TcpStream, handle: Arc<ClientHan
 }
 
 /// Runs single-key commands on distinct keys concurrently and appends their
-/// replies in order.
+/// replies in order. The writes other members coordinate go to each in one
+/// message.
 async fn run_group(node: &Arc<Node>, session: &mut Session, group: Vec<Vec<Bytes>>, output: &mut BytesMut) {
     if group.len() == 1 {
         if let Some(argv) = group.into_iter().next() {
@@ -198,11 +203,58 @@ async fn run_group(node: &Arc<Node>, session: &mut Session, group: Vec<Vec<Bytes
         return;
     }
     let mut forks: Vec<Session> = group.iter().map(|_| session.fork()).collect();
+    // What runs here, by position; the forwards leave a `None`.
+    let mut local: Vec<Option<Prepared>> = Vec::with_capacity(group.len());
+    // Per coordinator: the positions of its commands in the group, and the commands.
+    let mut batches: Vec<(MemberIndex, Vec<usize>, Vec<Forwarded>)> = Vec::new();
+    for (i, (fork, argv)) in forks.iter_mut().zip(group).enumerate() {
+        match commands::prepare(node, fork, argv) {
+            Prepared::Forward(to, _, argv) => {
+                let command = commands::forwarded(fork, argv);
+                match batches.iter_mut().find(|(member, _, _)| *member == to) {
+                    Some((_, at, commands)) => {
+                        at.push(i);
+                        commands.push(command);
+                    }
+                    None => batches.push((to, vec![i], vec![command])),
+                }
+                local.push(None);
+            }
+            prepared => local.push(Some(prepared)),
+        }
+    }
+    let mut replies: Vec<Option<Reply>> = (0..forks.len()).map(|_| None).collect();
+    let coordinator = &node.coordinator;
+    let scope = session.scope();
+    let reads: Vec<Bytes> = local.iter().flatten().filter_map(Prepared::read_key).cloned().collect();
+    let forwards = batches
+        .into_iter()
+        .map(|(to, at, commands)| async move { (at, coordinator.forward_batch(to, commands).await) });
     let runs = forks
         .iter_mut()
-        .zip(group)
-        .map(|(fork, argv)| commands::execute(node, fork, argv));
-    for reply in futures_util::future::join_all(runs).await.into_iter().flatten() {
+        .zip(local)
+        .enumerate()
+        .filter_map(|(i, (fork, prepared))| {
+            let prepared = prepared?;
+            Some(async move { (i, commands::perform(node, fork, prepared).await) })
+        });
+    let run_here = async {
+        if reads.len() < 2 {
+            return join_all(runs).await;
+        }
+        let answers = coordinator.read_many(scope, &reads).await;
+        preread::scope(scope.db, reads, answers, join_all(runs)).await
+    };
+    let (ran, forwarded) = join(run_here, join_all(forwards)).await;
+    for (i, reply) in ran {
+        replies[i] = reply;
+    }
+    for (at, answers) in forwarded {
+        for (i, answer) in at.into_iter().zip(answers) {
+            replies[i] = Some(answer.unwrap_or_else(Reply::from));
+        }
+    }
+    for reply in replies.into_iter().flatten() {
         reply.encode(session.resp, output);
     }
     session.wrote |= forks.iter().any(|fork| fork.wrote);
