@@ -13,6 +13,15 @@
 //!
 //! A node without members is a cluster of one: every path short-cuts to the
 //! local replica.
+//!
+//! Layout: this file holds routing, writes and cluster-wide listings;
+//! `reads.rs` the quorum reads and read repair; `forward.rs` the forwarding
+//! of writes to their coordinator. A pipeline's commands share messages: its
+//! forwards to one coordinator travel together, and its reads ask each
+//! replica once.
+
+mod forward;
+mod reads;
 
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -24,20 +33,18 @@ use futures_util::future::join_all;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::Notify;
 
-use super::handback;
-use super::membership::Membership;
-use super::messages::{Forwarded, Handed, KeyCopy, KeysAnswer, KeysQuery, PeerRequest, PeerResponse};
-use super::preread;
-use super::ring::MemberIndex;
-use super::service::PeerService;
-use super::slot::{key_slot, SLOTS};
 use crate::clock::now_ms;
+use crate::cluster::handback;
+use crate::cluster::membership::Membership;
+use crate::cluster::messages::{KeysAnswer, KeysQuery, PeerRequest, PeerResponse};
+use crate::cluster::ring::MemberIndex;
+use crate::cluster::service::PeerService;
+use crate::cluster::slot::{key_slot, SLOTS};
 use crate::error::{CommandError, CommandResult};
 use crate::glob;
 use crate::net::Bus;
 use crate::node::Stats;
 use crate::replica::{Current, Mutation, RecordVisitor, Replica};
-use crate::server::reply::Reply;
 use crate::version::Record;
 
 /// The database and the quorums one operation uses (a connection may
@@ -214,207 +221,6 @@ impl Coordinator {
             Some(m) => Ok(Route::Remote(m)),
             None => Err(CommandError::NoReplica),
         }
-    }
-
-    /// The merged record of `key` from R replicas; stale replicas are repaired
-    /// in the background.
-    pub async fn read(&self, scope: Scope, key: &[u8]) -> CommandResult<Option<Arc<Record>>> {
-        let Some(peers) = &self.peers else {
-            return self.local.read(scope.db, key);
-        };
-        if let Some(answer) = preread::take(scope.db, key) {
-            return answer;
-        }
-        let ring = self.membership.ring();
-        let list = ring.preference_list(key_slot(key));
-        let me = self.membership.me();
-        let (need, _) = self.quorums(scope);
-        let local_replica = list.contains(&me);
-        if need == 1 && local_replica {
-            return self.local.read(scope.db, key);
-        }
-        let key = Bytes::copy_from_slice(key);
-        let mut pending = self.ask_copies(peers, list, scope.db, &key, None);
-        let mut copies: Vec<(MemberIndex, Option<Arc<Record>>)> = Vec::with_capacity(list.len());
-        if local_replica {
-            copies.push((me, self.local.read(scope.db, &key)?));
-        }
-        while copies.len() < need {
-            match pending.next().await {
-                Some((m, Some(copy))) => copies.push((m, copy)),
-                Some((_, None)) => {}
-                None => break,
-            }
-        }
-        let merged = merge_copies(&copies);
-        if copies.len() < need {
-            Stats::bump(&self.stats.quorum_failures);
-            return Err(CommandError::ReadQuorum {
-                answered: copies.len(),
-                needed: need,
-                replicas: list.len(),
-            });
-        }
-        self.repair_later(peers, scope.db, key, copies, pending);
-        Ok(merged)
-    }
-
-    /// Asks every other replica in `list` but `except` for its copy of `key`;
-    /// each future yields the member and its copy (`None` if it did not answer).
-    fn ask_copies(
-        &self,
-        peers: &Peers,
-        list: &[MemberIndex],
-        db: u8,
-        key: &Bytes,
-        except: Option<MemberIndex>,
-    ) -> FuturesUnordered<impl std::future::Future<Output = (MemberIndex, Option<Option<Arc<Record>>>)> + Send + 'static>
-    {
-        let me = self.membership.me();
-        list.iter()
-            .copied()
-            .filter(|&m| m != me && Some(m) != except)
-            .map(|m| {
-                let bus = peers.bus.clone();
-                let request = PeerRequest::Read { db, key: key.clone() };
-                let timeout = peers.timeout;
-                async move {
-                    let copy = match bus.call(m, request, timeout).await {
-                        Ok(PeerResponse::Record(None)) => Some(None),
-                        Ok(PeerResponse::Record(Some(bytes))) => Record::decode(&bytes).map(|r| Some(Arc::new(r))),
-                        Ok(_) | Err(_) => None,
-                    };
-                    (m, copy)
-                }
-            })
-            .collect()
-    }
-
-    /// Once the replicas still pending have answered, sends the merge of all
-    /// copies to every replica whose copy differs from it.
-    fn repair_later(
-        &self,
-        peers: &Peers,
-        db: u8,
-        key: Bytes,
-        mut copies: Vec<(MemberIndex, Option<Arc<Record>>)>,
-        mut pending: FuturesUnordered<
-            impl std::future::Future<Output = (MemberIndex, Option<Option<Arc<Record>>>)> + Send + 'static,
-        >,
-    ) {
-        let repairer = self.repairer(peers);
-        let in_flight = self.in_flight.enter();
-        tokio::spawn(async move {
-            let _in_flight = in_flight;
-            while let Some((m, copy)) = pending.next().await {
-                if let Some(copy) = copy {
-                    copies.push((m, copy));
-                }
-            }
-            repairer.repair(db, &key, copies).await;
-        });
-    }
-
-    /// What a background read repair needs.
-    fn repairer(&self, peers: &Peers) -> Repairer {
-        Repairer {
-            bus: peers.bus.clone(),
-            timeout: peers.timeout,
-            local: self.local.clone(),
-            stats: self.stats.clone(),
-            me: self.membership.me(),
-        }
-    }
-
-    /// [`Coordinator::read`] of several keys at once: each replica is asked once for all the keys it holds, and
-    /// each key is answered (or refused) once R replicas have answered for it. Stale copies are repaired in the
-    /// background once every replica has answered.
-    pub async fn read_many(&self, scope: Scope, keys: &[Bytes]) -> Vec<CommandResult<Option<Arc<Record>>>> {
-        let Some(peers) = &self.peers else {
-            return keys.iter().map(|key| self.local.read(scope.db, key)).collect();
-        };
-        let (db, me, ring) = (scope.db, self.membership.me(), self.membership.ring());
-        let (need, _) = self.quorums(scope);
-        let lists: Vec<&[MemberIndex]> = keys.iter().map(|key| ring.preference_list(key_slot(key))).collect();
-        let mut errors: Vec<Option<CommandError>> = keys.iter().map(|_| None).collect();
-        let mut copies: Vec<Copies> = Vec::with_capacity(keys.len());
-        for (i, (key, list)) in keys.iter().zip(&lists).enumerate() {
-            let mut found = Vec::with_capacity(list.len());
-            if list.contains(&me) {
-                match self.local.read(db, key) {
-                    Ok(copy) => found.push((me, copy)),
-                    Err(e) => errors[i] = Some(e),
-                }
-            }
-            copies.push(found);
-        }
-        let members = self.membership.members().len() as MemberIndex;
-        let mut pending: FuturesUnordered<_> = (0..members)
-            .filter(|&m| m != me)
-            .filter_map(|m| {
-                let at: Vec<usize> = (0..keys.len())
-                    .filter(|&i| errors[i].is_none() && copies[i].len() < need && lists[i].contains(&m))
-                    .collect();
-                if at.is_empty() {
-                    return None;
-                }
-                let request = PeerRequest::ReadBatch {
-                    db,
-                    keys: at.iter().map(|&i| keys[i].clone()).collect(),
-                };
-                let (bus, timeout) = (peers.bus.clone(), peers.timeout);
-                Some(async move {
-                    let answer = match bus.call(m, request, timeout).await {
-                        Ok(PeerResponse::Records(records)) if records.len() == at.len() => records,
-                        _ => Vec::new(),
-                    };
-                    (m, at, answer)
-                })
-            })
-            .collect();
-        let asked = !pending.is_empty();
-        let short = |copies: &[Copies], errors: &[Option<CommandError>]| {
-            copies
-                .iter()
-                .zip(errors)
-                .any(|(found, e)| e.is_none() && found.len() < need)
-        };
-        while short(&copies, &errors) {
-            let Some((m, at, answer)) = pending.next().await else {
-                break;
-            };
-            add_copies(&mut copies, m, at, answer);
-        }
-        let answers = errors
-            .into_iter()
-            .zip(&copies)
-            .zip(&lists)
-            .map(|((error, found), list)| match error {
-                Some(e) => Err(e),
-                None if found.len() < need => {
-                    Stats::bump(&self.stats.quorum_failures);
-                    Err(CommandError::ReadQuorum {
-                        answered: found.len(),
-                        needed: need,
-                        replicas: list.len(),
-                    })
-                }
-                None => Ok(merge_copies(found)),
-            })
-            .collect();
-        if asked {
-            let (repairer, in_flight, keys) = (self.repairer(peers), self.in_flight.enter(), keys.to_vec());
-            tokio::spawn(async move {
-                let _in_flight = in_flight;
-                while let Some((m, at, answer)) = pending.next().await {
-                    add_copies(&mut copies, m, at, answer);
-                }
-                for (key, found) in keys.iter().zip(copies) {
-                    repairer.repair(db, key, found).await;
-                }
-            });
-        }
-        answers
     }
 
     /// Merges R copies of `key` (this node's included) into the local one
@@ -626,161 +432,6 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Runs a command at another member, as coordinator of its keys (at
-    /// positions `keys` of its argv). This node's copies of the keys it is a
-    /// replica of go along, and the records written for them come back in the
-    /// reply (see [`handback`]).
-    pub async fn forward(
-        &self,
-        to: MemberIndex,
-        mut command: Forwarded,
-        keys: impl Iterator<Item = usize>,
-    ) -> CommandResult<Reply> {
-        let Some(peers) = &self.peers else {
-            return Err(CommandError::NoReplica);
-        };
-        Stats::bump(&self.stats.forwarded);
-        command.copies = self.copies_of(command.db, keys.filter_map(|i| command.argv.get(i)))?;
-        // Records handed back land after the call: FLUSHDB waits for them.
-        let _in_flight = (!command.copies.is_empty()).then(|| self.in_flight.enter());
-        Stats::bump(&self.stats.forward_messages);
-        let response = peers
-            .bus
-            .call(to, PeerRequest::Forward(command), forward_timeout(peers))
-            .await;
-        self.forwarded_reply(peers, to, response.map_err(|e| e.to_string()))
-    }
-
-    /// Runs commands on distinct keys, one key each at `argv[1]`, at member `to`, their keys' coordinator, in as few
-    /// messages as the frame size allows; answers each, in order. Otherwise as [`Coordinator::forward`].
-    pub async fn forward_batch(&self, to: MemberIndex, commands: Vec<Forwarded>) -> Vec<CommandResult<Reply>> {
-        let Some(peers) = &self.peers else {
-            return commands.iter().map(|_| Err(CommandError::NoReplica)).collect();
-        };
-        let mut chunks: Vec<Vec<Forwarded>> = Vec::new();
-        let mut failed: Vec<(usize, CommandError)> = Vec::new();
-        let mut chunk_bytes = 0;
-        for (i, mut command) in commands.into_iter().enumerate() {
-            Stats::bump(&self.stats.forwarded);
-            match self.copies_of(command.db, command.argv.get(1).into_iter()) {
-                Ok(copies) => command.copies = copies,
-                Err(e) => {
-                    failed.push((i, e));
-                    continue;
-                }
-            }
-            let bytes = command.wire_size();
-            if chunks.is_empty() || chunk_bytes + bytes > BATCH_BYTES {
-                chunks.push(Vec::new());
-                chunk_bytes = 0;
-            }
-            chunk_bytes += bytes;
-            if let Some(chunk) = chunks.last_mut() {
-                chunk.push(command);
-            }
-        }
-        let calls = chunks.into_iter().map(|chunk| self.forward_chunk(peers, to, chunk));
-        let mut replies: Vec<CommandResult<Reply>> = join_all(calls).await.into_iter().flatten().collect();
-        for (i, e) in failed {
-            replies.insert(i, Err(e));
-        }
-        replies
-    }
-
-    /// One message of [`Coordinator::forward_batch`].
-    async fn forward_chunk(&self, peers: &Peers, to: MemberIndex, chunk: Vec<Forwarded>) -> Vec<CommandResult<Reply>> {
-        let n = chunk.len();
-        let _in_flight = chunk
-            .iter()
-            .any(|c| !c.copies.is_empty())
-            .then(|| self.in_flight.enter());
-        let request = match chunk.len() {
-            1 => chunk.into_iter().next().map(PeerRequest::Forward),
-            _ => Some(PeerRequest::ForwardBatch(chunk)),
-        };
-        let Some(request) = request else { return Vec::new() };
-        Stats::bump(&self.stats.forward_messages);
-        let responses = match peers.bus.call(to, request, forward_timeout(peers)).await {
-            Ok(PeerResponse::Batch(responses)) if responses.len() == n => Ok(responses),
-            Ok(PeerResponse::Batch(_)) => Err("a batch answered with another count".to_string()),
-            Ok(single) if n == 1 => Ok(vec![single]),
-            Ok(_) => Err("unexpected response".to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        match responses {
-            Ok(responses) => responses
-                .into_iter()
-                .map(|response| self.forwarded_reply(peers, to, Ok(response)))
-                .collect(),
-            Err(e) => (0..n).map(|_| Err(self.peer_error(to, &e))).collect(),
-        }
-    }
-
-    /// The client's reply to a command forwarded to `to`, once the records handed back with it are stored.
-    fn forwarded_reply(
-        &self,
-        peers: &Peers,
-        to: MemberIndex,
-        response: Result<PeerResponse, String>,
-    ) -> CommandResult<Reply> {
-        match response {
-            Ok(PeerResponse::Reply(reply)) => Ok(reply.into()),
-            Ok(PeerResponse::Handback { reply, records }) => {
-                self.take_back(peers, to, records)?;
-                Ok(reply.into())
-            }
-            Ok(PeerResponse::Error(e)) => Ok(Reply::Error(e)),
-            Ok(_) => Err(self.peer_error(to, "unexpected response")),
-            Err(e) => Err(self.peer_error(to, &e)),
-        }
-    }
-
-    /// This node's copies of those of `keys` it is a replica of (a key named
-    /// twice is sent twice; merging an equal copy again costs a comparison).
-    fn copies_of<'a>(&self, db: u8, keys: impl Iterator<Item = &'a Bytes>) -> CommandResult<Vec<KeyCopy>> {
-        let ring = self.membership.ring();
-        let me = self.membership.me();
-        let mut copies: Vec<KeyCopy> = Vec::new();
-        for key in keys {
-            if !ring.preference_list(key_slot(key)).contains(&me) {
-                continue;
-            }
-            let record = self.local.read(db, key)?.map(|r| Bytes::from(r.encode()));
-            copies.push(KeyCopy {
-                key: key.clone(),
-                record,
-            });
-        }
-        Ok(copies)
-    }
-
-    /// Stores the records a coordinator handed back; the write's reply waits
-    /// for them, as they count towards its W. A copy that turns out to hold
-    /// versions the coordinator's lacks (a concurrent repair) goes back to it.
-    fn take_back(&self, peers: &Peers, from: MemberIndex, records: Vec<Handed>) -> CommandResult<()> {
-        for handed in records {
-            Stats::bump(&self.stats.handed_back);
-            let Some(record) = Record::decode(&handed.record) else {
-                return Err(self.peer_error(from, "malformed record handed back"));
-            };
-            if let Some(merged) = self.local.merge(handed.db, &handed.key, &record)? {
-                let request = PeerRequest::Merge {
-                    db: handed.db,
-                    key: handed.key,
-                    record: Bytes::from(merged.encode()),
-                };
-                let (bus, timeout, in_flight) = (peers.bus.clone(), peers.timeout, self.in_flight.enter());
-                tokio::spawn(async move {
-                    let _in_flight = in_flight;
-                    if let Err(e) = bus.call(from, request, timeout).await {
-                        tracing::debug!("returning a diverged copy to member {from} failed: {e}");
-                    }
-                });
-            }
-        }
-        Ok(())
-    }
-
     fn peer_error(&self, member: MemberIndex, reason: &str) -> CommandError {
         CommandError::Peer {
             node: self.membership.member(member).id.clone(),
@@ -948,86 +599,6 @@ impl Coordinator {
         }
         Ok(())
     }
-}
-
-/// The copies of one key that replicas answered with, by member.
-type Copies = Vec<(MemberIndex, Option<Arc<Record>>)>;
-
-/// Adds member `m`'s answer to a [`PeerRequest::ReadBatch`] for the keys at positions `at` (empty if it failed; an
-/// undecodable record counts as no answer).
-fn add_copies(copies: &mut [Copies], m: MemberIndex, at: Vec<usize>, answer: Vec<Option<Bytes>>) {
-    for (i, record) in at.into_iter().zip(answer) {
-        let copy = match record {
-            None => Some(None),
-            Some(bytes) => Record::decode(&bytes).map(|r| Some(Arc::new(r))),
-        };
-        if let Some(copy) = copy {
-            copies[i].push((m, copy));
-        }
-    }
-}
-
-/// Sends repaired copies from a background task.
-struct Repairer {
-    bus: Arc<Bus<PeerService>>,
-    timeout: Duration,
-    local: Arc<Replica>,
-    stats: Arc<ClusterStats>,
-    me: MemberIndex,
-}
-
-impl Repairer {
-    /// Sends the merge of all `copies` of `key` to every replica whose copy differs from it.
-    async fn repair(&self, db: u8, key: &Bytes, copies: Copies) {
-        let Some(merged) = merge_copies(&copies) else {
-            return;
-        };
-        let mut encoded = None;
-        for (m, copy) in copies {
-            if copy.as_deref() == Some(&*merged) {
-                continue;
-            }
-            Stats::bump(&self.stats.read_repairs);
-            if m == self.me {
-                if let Err(e) = self.local.merge(db, key, &merged) {
-                    tracing::warn!("read repair of the local copy failed: {e}");
-                }
-                continue;
-            }
-            let record = encoded.get_or_insert_with(|| Bytes::from(merged.encode())).clone();
-            let request = PeerRequest::Merge {
-                db,
-                key: key.clone(),
-                record,
-            };
-            if let Err(e) = self.bus.call(m, request, self.timeout).await {
-                tracing::debug!("read repair of member {m} failed: {e}");
-            }
-        }
-    }
-}
-
-/// How long a forwarder waits: the coordinator waits for its own peers first.
-fn forward_timeout(peers: &Peers) -> Duration {
-    peers.timeout * 2
-}
-
-/// Bytes of commands and copies per [`PeerRequest::ForwardBatch`]: far below the frame limit, so the answers (which
-/// may carry written records and old values) fit too. A bigger command travels on its own.
-const BATCH_BYTES: usize = 256 * 1024;
-
-/// The merge of the copies that exist; `None` if no replica holds the key.
-fn merge_copies(copies: &[(MemberIndex, Option<Arc<Record>>)]) -> Option<Arc<Record>> {
-    let mut merged: Option<Arc<Record>> = None;
-    for (_, copy) in copies {
-        let Some(copy) = copy else { continue };
-        match &mut merged {
-            None => merged = Some(copy.clone()),
-            Some(acc) if **acc == **copy => {}
-            Some(acc) => Arc::make_mut(acc).merge(copy),
-        }
-    }
-    merged
 }
 
 /// Answers a [`KeysQuery`] from the local replica (for this node or a peer).

@@ -1,0 +1,182 @@
+//! Forwarding a write to its keys' coordinator, one command or a pipeline's batch per message, with this node's
+//! copies of the keys going along and the records written for them coming back (see [`handback`](crate::cluster::handback)).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+
+use super::{Coordinator, Peers};
+use crate::cluster::messages::{Forwarded, Handed, KeyCopy, PeerRequest, PeerResponse};
+use crate::cluster::ring::MemberIndex;
+use crate::cluster::slot::key_slot;
+use crate::error::{CommandError, CommandResult};
+use crate::node::Stats;
+use crate::server::reply::Reply;
+use crate::version::Record;
+
+impl Coordinator {
+    /// Runs a command at another member, as coordinator of its keys (at
+    /// positions `keys` of its argv). This node's copies of the keys it is a
+    /// replica of go along, and the records written for them come back in the
+    /// reply (see [`handback`](crate::cluster::handback)).
+    pub async fn forward(
+        &self,
+        to: MemberIndex,
+        mut command: Forwarded,
+        keys: impl Iterator<Item = usize>,
+    ) -> CommandResult<Reply> {
+        let Some(peers) = &self.peers else {
+            return Err(CommandError::NoReplica);
+        };
+        Stats::bump(&self.stats.forwarded);
+        command.copies = self.copies_of(command.db, keys.filter_map(|i| command.argv.get(i)))?;
+        // Records handed back land after the call: FLUSHDB waits for them.
+        let _in_flight = (!command.copies.is_empty()).then(|| self.in_flight.enter());
+        Stats::bump(&self.stats.forward_messages);
+        let response = peers
+            .bus
+            .call(to, PeerRequest::Forward(command), forward_timeout(peers))
+            .await;
+        self.forwarded_reply(peers, to, response.map_err(|e| e.to_string()))
+    }
+
+    /// Runs commands on distinct keys, one key each at `argv[1]`, at member `to`, their keys' coordinator, in as few
+    /// messages as the frame size allows; answers each, in order. Otherwise as [`Coordinator::forward`].
+    pub async fn forward_batch(&self, to: MemberIndex, commands: Vec<Forwarded>) -> Vec<CommandResult<Reply>> {
+        let Some(peers) = &self.peers else {
+            return commands.iter().map(|_| Err(CommandError::NoReplica)).collect();
+        };
+        let mut chunks: Vec<Vec<Forwarded>> = Vec::new();
+        let mut failed: Vec<(usize, CommandError)> = Vec::new();
+        let mut chunk_bytes = 0;
+        for (i, mut command) in commands.into_iter().enumerate() {
+            Stats::bump(&self.stats.forwarded);
+            match self.copies_of(command.db, command.argv.get(1).into_iter()) {
+                Ok(copies) => command.copies = copies,
+                Err(e) => {
+                    failed.push((i, e));
+                    continue;
+                }
+            }
+            let bytes = command.wire_size();
+            if chunks.is_empty() || chunk_bytes + bytes > BATCH_BYTES {
+                chunks.push(Vec::new());
+                chunk_bytes = 0;
+            }
+            chunk_bytes += bytes;
+            if let Some(chunk) = chunks.last_mut() {
+                chunk.push(command);
+            }
+        }
+        let calls = chunks.into_iter().map(|chunk| self.forward_chunk(peers, to, chunk));
+        let mut replies: Vec<CommandResult<Reply>> = join_all(calls).await.into_iter().flatten().collect();
+        for (i, e) in failed {
+            replies.insert(i, Err(e));
+        }
+        replies
+    }
+
+    /// One message of [`Coordinator::forward_batch`].
+    async fn forward_chunk(&self, peers: &Peers, to: MemberIndex, chunk: Vec<Forwarded>) -> Vec<CommandResult<Reply>> {
+        let n = chunk.len();
+        let _in_flight = chunk
+            .iter()
+            .any(|c| !c.copies.is_empty())
+            .then(|| self.in_flight.enter());
+        let request = match chunk.len() {
+            1 => chunk.into_iter().next().map(PeerRequest::Forward),
+            _ => Some(PeerRequest::ForwardBatch(chunk)),
+        };
+        let Some(request) = request else { return Vec::new() };
+        Stats::bump(&self.stats.forward_messages);
+        let responses = match peers.bus.call(to, request, forward_timeout(peers)).await {
+            Ok(PeerResponse::Batch(responses)) if responses.len() == n => Ok(responses),
+            Ok(PeerResponse::Batch(_)) => Err("a batch answered with another count".to_string()),
+            Ok(single) if n == 1 => Ok(vec![single]),
+            Ok(_) => Err("unexpected response".to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match responses {
+            Ok(responses) => responses
+                .into_iter()
+                .map(|response| self.forwarded_reply(peers, to, Ok(response)))
+                .collect(),
+            Err(e) => (0..n).map(|_| Err(self.peer_error(to, &e))).collect(),
+        }
+    }
+
+    /// The client's reply to a command forwarded to `to`, once the records handed back with it are stored.
+    fn forwarded_reply(
+        &self,
+        peers: &Peers,
+        to: MemberIndex,
+        response: Result<PeerResponse, String>,
+    ) -> CommandResult<Reply> {
+        match response {
+            Ok(PeerResponse::Reply(reply)) => Ok(reply.into()),
+            Ok(PeerResponse::Handback { reply, records }) => {
+                self.take_back(peers, to, records)?;
+                Ok(reply.into())
+            }
+            Ok(PeerResponse::Error(e)) => Ok(Reply::Error(e)),
+            Ok(_) => Err(self.peer_error(to, "unexpected response")),
+            Err(e) => Err(self.peer_error(to, &e)),
+        }
+    }
+
+    /// This node's copies of those of `keys` it is a replica of (a key named
+    /// twice is sent twice; merging an equal copy again costs a comparison).
+    fn copies_of<'a>(&self, db: u8, keys: impl Iterator<Item = &'a Bytes>) -> CommandResult<Vec<KeyCopy>> {
+        let ring = self.membership.ring();
+        let me = self.membership.me();
+        let mut copies: Vec<KeyCopy> = Vec::new();
+        for key in keys {
+            if !ring.preference_list(key_slot(key)).contains(&me) {
+                continue;
+            }
+            let record = self.local.read(db, key)?.map(|r| Bytes::from(r.encode()));
+            copies.push(KeyCopy {
+                key: key.clone(),
+                record,
+            });
+        }
+        Ok(copies)
+    }
+
+    /// Stores the records a coordinator handed back; the write's reply waits
+    /// for them, as they count towards its W. A copy that turns out to hold
+    /// versions the coordinator's lacks (a concurrent repair) goes back to it.
+    fn take_back(&self, peers: &Peers, from: MemberIndex, records: Vec<Handed>) -> CommandResult<()> {
+        for handed in records {
+            Stats::bump(&self.stats.handed_back);
+            let Some(record) = Record::decode(&handed.record) else {
+                return Err(self.peer_error(from, "malformed record handed back"));
+            };
+            if let Some(merged) = self.local.merge(handed.db, &handed.key, &record)? {
+                let request = PeerRequest::Merge {
+                    db: handed.db,
+                    key: handed.key,
+                    record: Bytes::from(merged.encode()),
+                };
+                let (bus, timeout, in_flight) = (peers.bus.clone(), peers.timeout, self.in_flight.enter());
+                tokio::spawn(async move {
+                    let _in_flight = in_flight;
+                    if let Err(e) = bus.call(from, request, timeout).await {
+                        tracing::debug!("returning a diverged copy to member {from} failed: {e}");
+                    }
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How long a forwarder waits: the coordinator waits for its own peers first.
+fn forward_timeout(peers: &Peers) -> Duration {
+    peers.timeout * 2
+}
+
+/// Bytes of commands and copies per [`PeerRequest::ForwardBatch`]: far below the frame limit, so the answers (which
+/// may carry written records and old values) fit too. A bigger command travels on its own.
+const BATCH_BYTES: usize = 256 * 1024;
