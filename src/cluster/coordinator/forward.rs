@@ -47,28 +47,19 @@ impl Coordinator {
         let Some(peers) = &self.peers else {
             return commands.iter().map(|_| Err(CommandError::NoReplica)).collect();
         };
-        let mut chunks: Vec<Vec<Forwarded>> = Vec::new();
         let mut failed: Vec<(usize, CommandError)> = Vec::new();
-        let mut chunk_bytes = 0;
+        let mut ready = Vec::with_capacity(commands.len());
         for (i, mut command) in commands.into_iter().enumerate() {
             Stats::bump(&self.stats.forwarded);
             match self.copies_of(command.db, command.argv.get(1).into_iter()) {
-                Ok(copies) => command.copies = copies,
-                Err(e) => {
-                    failed.push((i, e));
-                    continue;
+                Ok(copies) => {
+                    command.copies = copies;
+                    ready.push(command);
                 }
-            }
-            let bytes = command.wire_size();
-            if chunks.is_empty() || chunk_bytes + bytes > BATCH_BYTES {
-                chunks.push(Vec::new());
-                chunk_bytes = 0;
-            }
-            chunk_bytes += bytes;
-            if let Some(chunk) = chunks.last_mut() {
-                chunk.push(command);
+                Err(e) => failed.push((i, e)),
             }
         }
+        let chunks = chunk_by_size(ready, BATCH_BYTES);
         let calls = chunks.into_iter().map(|chunk| self.forward_chunk(peers, to, chunk));
         let mut replies: Vec<CommandResult<Reply>> = join_all(calls).await.into_iter().flatten().collect();
         for (i, e) in failed {
@@ -177,6 +168,64 @@ fn forward_timeout(peers: &Peers) -> Duration {
     peers.timeout * 2
 }
 
+/// Splits `commands`, in order, into runs of at most `budget` bytes on the wire; a bigger command runs alone.
+fn chunk_by_size(commands: Vec<Forwarded>, budget: usize) -> Vec<Vec<Forwarded>> {
+    let mut chunks: Vec<Vec<Forwarded>> = Vec::new();
+    let mut room = 0;
+    for command in commands {
+        let bytes = command.wire_size();
+        match chunks.last_mut() {
+            Some(chunk) if bytes <= room => {
+                chunk.push(command);
+                room -= bytes;
+            }
+            _ => {
+                room = budget.saturating_sub(bytes);
+                chunks.push(vec![command]);
+            }
+        }
+    }
+    chunks
+}
+
 /// Bytes of commands and copies per [`PeerRequest::ForwardBatch`]: far below the frame limit, so the answers (which
 /// may carry written records and old values) fit too. A bigger command travels on its own.
 const BATCH_BYTES: usize = 256 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(len: usize) -> Forwarded {
+        Forwarded {
+            db: 0,
+            resp: 2,
+            read_quorum: 0,
+            write_quorum: 0,
+            argv: vec![
+                Bytes::from_static(b"SET"),
+                Bytes::from_static(b"k"),
+                Bytes::from(vec![b'v'; len]),
+            ],
+            copies: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn batches_keep_their_order_and_a_big_command_travels_alone() {
+        let sizes = [100_000, 100_000, 100_000, 10, 300_000, 10, 10];
+        let commands = sizes.iter().map(|&len| set(len)).collect();
+        let chunks = chunk_by_size(commands, 256 * 1024);
+        let value_sizes: Vec<Vec<usize>> = chunks
+            .iter()
+            .map(|chunk| chunk.iter().map(|c| c.argv[2].len()).collect())
+            .collect();
+        assert_eq!(
+            value_sizes,
+            [vec![100_000, 100_000], vec![100_000, 10], vec![300_000], vec![10, 10]]
+        );
+        for chunk in chunks.iter().filter(|chunk| chunk.len() > 1) {
+            assert!(chunk.iter().map(Forwarded::wire_size).sum::<usize>() <= 256 * 1024);
+        }
+    }
+}
