@@ -19,6 +19,7 @@ use crate::config::ConflictMode;
 use crate::error::{CommandError, CommandResult};
 use crate::storage::{
     expiry_key, split_expiry_key, split_storage_key, storage_key, BatchOp, Durability, Engine, Space, StorageError,
+    Value,
 };
 use crate::version::{ActorId, Record, Sibling, VersionVector, WriteError, MAX_SIBLINGS};
 
@@ -195,6 +196,19 @@ impl Replica {
         }
         let stored = self.stored_key(db, key)?;
         Ok(self.load(&stored)?)
+    }
+
+    /// [`Replica::read`]'s record as [`Record::encode`] gives it, for a peer. An engine that keeps records encoded
+    /// in RAM hands its bytes over without a decode and an encode; the peer decodes them as it would any copy.
+    pub fn read_encoded(&self, db: u8, key: &[u8]) -> CommandResult<Option<Bytes>> {
+        if self.cache.is_some() || key.len() > self.engine.max_key_len() {
+            return Ok(self.read(db, key)?.map(|record| Bytes::from(record.encode())));
+        }
+        let stored = self.stored_key(db, key)?;
+        Ok(self.engine.get(&stored)?.map(|value| match value {
+            Value::Bytes(bytes) => bytes,
+            other => Bytes::copy_from_slice(&other),
+        }))
     }
 
     /// Read-modify-write of one key: `decide` sees the key's current state and
@@ -504,9 +518,38 @@ mod tests {
     use crate::storage::MemoryEngine;
 
     fn replica() -> Replica {
+        replica_with_cache(1 << 20)
+    }
+
+    fn replica_with_cache(cache_bytes: usize) -> Replica {
         let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::default());
         let durability = Durability::start(FsyncMode::No, engine.clone());
-        Replica::new(engine, durability, 1, ConflictMode::Siblings, 0, 1 << 20)
+        Replica::new(engine, durability, 1, ConflictMode::Siblings, 0, cache_bytes)
+    }
+
+    #[test]
+    fn a_copy_for_a_peer_is_the_encoded_record_with_or_without_a_cache() {
+        for cache_bytes in [0, 1 << 20] {
+            let replica = replica_with_cache(cache_bytes);
+            let value = Bytes::from_static(b"value");
+            replica
+                .update(0, b"k", |_| {
+                    Ok((
+                        Mutation::Put {
+                            value,
+                            expire_at_ms: None,
+                        },
+                        (),
+                    ))
+                })
+                .expect("put");
+            let record = replica.read(0, b"k").expect("read").expect("stored");
+            let copy = replica.read_encoded(0, b"k").expect("read").expect("stored");
+            assert_eq!(copy, Bytes::from(record.encode()), "cache {cache_bytes}");
+            assert_eq!(Record::decode(&copy).as_ref(), Some(&*record));
+            assert_eq!(replica.read_encoded(0, b"absent").expect("read"), None);
+            assert_eq!(replica.read_encoded(1, b"k").expect("read"), None, "another database");
+        }
     }
 
     fn count(replica: &Replica, db: u8) -> usize {

@@ -59,13 +59,10 @@ impl PeerService {
     /// Answers a read or merge of the local copy, or a fence; any other request is refused.
     fn answer_locally(&self, request: PeerRequest) -> PeerResponse {
         let answer = match request {
-            PeerRequest::Read { db, key } => self
-                .replica
-                .read(db, &key)
-                .map(|record| PeerResponse::Record(record.map(|r| Bytes::from(r.encode())))),
+            PeerRequest::Read { db, key } => self.replica.read_encoded(db, &key).map(PeerResponse::Record),
             PeerRequest::ReadBatch { db, keys } => keys
                 .iter()
-                .map(|key| Ok(self.replica.read(db, key)?.map(|r| Bytes::from(r.encode()))))
+                .map(|key| self.replica.read_encoded(db, key))
                 .collect::<CommandResult<_>>()
                 .map(PeerResponse::Records),
             PeerRequest::Merge { db, key, record } => match Record::decode(&record) {

@@ -126,10 +126,9 @@ impl Coordinator {
             if !ring.preference_list(key_slot(key)).contains(&me) {
                 continue;
             }
-            let record = self.local.read(db, key)?.map(|r| Bytes::from(r.encode()));
             copies.push(KeyCopy {
                 key: key.clone(),
-                record,
+                record: self.local.read_encoded(db, key)?,
             });
         }
         Ok(copies)
