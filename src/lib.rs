@@ -20,7 +20,9 @@
 //!   ([`cluster::ring`]), the member list ([`cluster::membership`]), the
 //!   coordinator that runs quorum reads and writes and read repair
 //!   ([`cluster::coordinator`]), and what peers say to each other
-//!   ([`cluster::messages`], answered by [`cluster::service`]).
+//!   ([`cluster::messages`], answered by [`cluster::service`]). A forwarder's
+//!   copies ride with its command ([`cluster::handback`]); a pipeline's reads
+//!   are made together, ahead of its commands ([`cluster::preread`]).
 //! - [`net`]: the peer bus: authenticated, multiplexed, coalescing TCP links
 //!   between members.
 //! - [`replica`]: one node's versioned records: read-modify-write under
