@@ -40,11 +40,19 @@ impl PeerService {
         let _ = self.node.set(Arc::downgrade(node));
     }
 
+    /// The node, unless it is not built yet or is being dropped.
+    fn node(&self) -> Option<Arc<Node>> {
+        self.node.get().and_then(Weak::upgrade)
+    }
+
     /// Runs a command `from` forwarded to this node as coordinator of its keys, merging the copies that came with
     /// it first and handing back the records written for them.
-    async fn coordinate(&self, node: &Arc<Node>, from: PeerId, mut command: Forwarded) -> PeerResponse {
+    async fn coordinate(&self, from: PeerId, mut command: Forwarded) -> PeerResponse {
+        let Some(node) = self.node() else {
+            return PeerResponse::Error(STOPPING.into());
+        };
         let (db, copies) = (command.db, std::mem::take(&mut command.copies));
-        let run = commands::execute_forwarded(node, command);
+        let run = commands::execute_forwarded(&node, command);
         let (reply, records) = handback::serve(&self.replica, from, db, copies, run).await;
         if records.is_empty() {
             PeerResponse::Reply(reply.into())
@@ -96,19 +104,9 @@ impl Service for PeerService {
 
     async fn handle(self: Arc<Self>, from: PeerId, request: PeerRequest) -> PeerResponse {
         let answer = match request {
-            PeerRequest::Forward(command) => {
-                let Some(node) = self.node.get().and_then(Weak::upgrade) else {
-                    return PeerResponse::Error(STOPPING.into());
-                };
-                return self.coordinate(&node, from, command).await;
-            }
+            PeerRequest::Forward(command) => return self.coordinate(from, command).await,
             PeerRequest::ForwardBatch(commands) => {
-                let Some(node) = self.node.get().and_then(Weak::upgrade) else {
-                    return PeerResponse::Error(STOPPING.into());
-                };
-                let runs = commands
-                    .into_iter()
-                    .map(|command| self.coordinate(&node, from, command));
+                let runs = commands.into_iter().map(|command| self.coordinate(from, command));
                 return PeerResponse::Batch(join_all(runs).await);
             }
             // Scans of the whole store: other tasks move to another worker meanwhile.
@@ -119,8 +117,7 @@ impl Service for PeerService {
                 tokio::task::block_in_place(|| self.replica.flush(db)).map(|()| PeerResponse::Ack)
             }
             PeerRequest::Drain => {
-                let node = self.node.get().and_then(Weak::upgrade);
-                if let Some(node) = node {
+                if let Some(node) = self.node() {
                     node.coordinator.drain().await;
                 }
                 Ok(PeerResponse::Ack)

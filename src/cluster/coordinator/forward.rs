@@ -31,14 +31,8 @@ impl Coordinator {
         };
         Stats::bump(&self.stats.forwarded);
         command.copies = self.copies_of(command.db, keys.filter_map(|i| command.argv.get(i)))?;
-        // Records handed back land after the call: FLUSHDB waits for them.
-        let _in_flight = (!command.copies.is_empty()).then(|| self.in_flight.enter());
-        Stats::bump(&self.stats.forward_messages);
-        let response = peers
-            .bus
-            .call(to, PeerRequest::Forward(command), forward_timeout(peers))
-            .await;
-        self.forwarded_reply(peers, to, response.map_err(|e| e.to_string()))
+        let reply = self.forward_chunk(peers, to, vec![command]).await.pop();
+        reply.unwrap_or_else(|| Err(self.peer_error(to, "no answer")))
     }
 
     /// Runs commands on distinct keys, one key each at `argv[1]`, at member `to`, their keys' coordinator, in as few
@@ -68,9 +62,10 @@ impl Coordinator {
         replies
     }
 
-    /// One message of [`Coordinator::forward_batch`].
+    /// One message to `to` carrying `chunk`'s commands (a plain `Forward` for one), answered in order.
     async fn forward_chunk(&self, peers: &Peers, to: MemberIndex, chunk: Vec<Forwarded>) -> Vec<CommandResult<Reply>> {
         let n = chunk.len();
+        // Records handed back land after the call: FLUSHDB waits for them.
         let _in_flight = chunk
             .iter()
             .any(|c| !c.copies.is_empty())
