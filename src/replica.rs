@@ -211,6 +211,20 @@ impl Replica {
         }))
     }
 
+    /// [`Replica::read`]'s record together with its encoding when the engine keeps records encoded in RAM (`None`
+    /// with a record cache): a quorum read compares the peers' copies with it byte for byte instead of decoding
+    /// them (the encoding is canonical, so equal bytes are equal records).
+    pub fn read_copy(&self, db: u8, key: &[u8]) -> CommandResult<Option<(Arc<Record>, Option<Bytes>)>> {
+        if self.cache.is_some() || key.len() > self.engine.max_key_len() {
+            return Ok(self.read(db, key)?.map(|record| (record, None)));
+        }
+        let Some(encoded) = self.read_encoded(db, key)? else {
+            return Ok(None);
+        };
+        let record = Record::decode(&encoded).ok_or(StorageError::Corrupt)?;
+        Ok(Some((Arc::new(record), Some(encoded))))
+    }
+
     /// Read-modify-write of one key: `decide` sees the key's current state and
     /// says what to write; it runs under the key's lock.
     pub fn update<T>(
@@ -245,6 +259,20 @@ impl Replica {
             cache.put(&stored, Some(record.clone()));
         }
         Ok((out, Some(record)))
+    }
+
+    /// [`Replica::merge`] of a copy as it came from a peer ([`Record::encode`] output). A copy whose bytes equal
+    /// the stored ones (a forwarder's copy, a repeated repair) is settled without decoding either, and without the
+    /// key's lock: a write that lands meanwhile supersedes those bytes, so merging them would change nothing.
+    pub fn merge_encoded(&self, db: u8, key: &[u8], encoded: &[u8]) -> CommandResult<Option<Record>> {
+        if self.cache.is_none() && key.len() <= self.engine.max_key_len() {
+            let stored = self.stored_key(db, key)?;
+            if self.engine.get(&stored)?.is_some_and(|held| *held == *encoded) {
+                return Ok(None);
+            }
+        }
+        let incoming = Record::decode(encoded).ok_or_else(|| CommandError::Other("malformed record".into()))?;
+        self.merge(db, key, &incoming)
     }
 
     /// Merges another replica's copy of a key into this one (replication,
@@ -522,9 +550,13 @@ mod tests {
     }
 
     fn replica_with_cache(cache_bytes: usize) -> Replica {
+        replica_as(1, cache_bytes)
+    }
+
+    fn replica_as(actor: ActorId, cache_bytes: usize) -> Replica {
         let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::default());
         let durability = Durability::start(FsyncMode::No, engine.clone());
-        Replica::new(engine, durability, 1, ConflictMode::Siblings, 0, cache_bytes)
+        Replica::new(engine, durability, actor, ConflictMode::Siblings, 0, cache_bytes)
     }
 
     #[test]
@@ -549,6 +581,44 @@ mod tests {
             assert_eq!(Record::decode(&copy).as_ref(), Some(&*record));
             assert_eq!(replica.read_encoded(0, b"absent").expect("read"), None);
             assert_eq!(replica.read_encoded(1, b"k").expect("read"), None, "another database");
+        }
+    }
+
+    fn put(replica: &Replica, key: &[u8], value: &'static [u8]) {
+        let value = Bytes::from_static(value);
+        replica
+            .update(0, key, |_| {
+                Ok((
+                    Mutation::Put {
+                        value,
+                        expire_at_ms: None,
+                    },
+                    (),
+                ))
+            })
+            .expect("put");
+    }
+
+    #[test]
+    fn a_merge_of_encoded_copies_settles_equal_bytes_and_refuses_garbage() {
+        for cache_bytes in [0, 1 << 20] {
+            let (here, there) = (replica_as(1, cache_bytes), replica_as(2, cache_bytes));
+            put(&here, b"k", b"old");
+            let held = here.read_encoded(0, b"k").expect("read").expect("stored");
+            assert_eq!(here.merge_encoded(0, b"k", &held).expect("merge"), None, "its own copy");
+            assert_eq!(here.read_encoded(0, b"k").expect("read"), Some(held.clone()));
+
+            let malformed = here.merge_encoded(0, b"k", b"\xff\xff\xff");
+            assert!(malformed.is_err(), "cache {cache_bytes}");
+            assert_eq!(here.read_encoded(0, b"k").expect("read"), Some(held.clone()));
+
+            // Another actor's concurrent write: both values stay, and the sender learns it lacked one.
+            put(&there, b"k", b"new");
+            let theirs = there.read_encoded(0, b"k").expect("read").expect("stored");
+            let diverged = here.merge_encoded(0, b"k", &theirs).expect("merge").expect("diverged");
+            assert_eq!(diverged.siblings.len(), 2);
+            let merged = here.read(0, b"k").expect("read").expect("stored");
+            assert_eq!(*merged, diverged);
         }
     }
 

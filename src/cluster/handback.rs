@@ -22,7 +22,6 @@ use bytes::Bytes;
 use super::messages::{Handed, KeyCopy};
 use super::ring::MemberIndex;
 use crate::replica::Replica;
-use crate::version::Record;
 
 tokio::task_local! {
     static FORWARDER: Forwarder;
@@ -48,11 +47,10 @@ pub async fn serve<T>(
 ) -> (T, Vec<Handed>) {
     let mut keys = AHashSet::with_capacity(copies.len());
     for copy in copies {
-        let merged = match copy.record.as_deref().map(Record::decode) {
+        let merged = match &copy.record {
             None => true,
-            Some(None) => false,
-            Some(Some(record)) => local
-                .merge(db, &copy.key, &record)
+            Some(record) => local
+                .merge_encoded(db, &copy.key, record)
                 .map_err(|e| tracing::warn!("merging a forwarder's copy failed: {e}"))
                 .is_ok(),
         };

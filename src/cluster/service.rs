@@ -14,7 +14,6 @@ use crate::error::CommandResult;
 use crate::net::{PeerId, Service};
 use crate::node::Node;
 use crate::replica::Replica;
-use crate::version::Record;
 
 /// The answer to a forward that arrives while the node is not (or no longer) there to run it.
 const STOPPING: &str = "LOADING node is starting or stopping";
@@ -73,13 +72,14 @@ impl PeerService {
                 .map(|key| self.replica.read_encoded(db, key))
                 .collect::<CommandResult<_>>()
                 .map(PeerResponse::Records),
-            PeerRequest::Merge { db, key, record } => match Record::decode(&record) {
-                None => return PeerResponse::Error("ERR malformed record".into()),
-                Some(record) => self.replica.merge(db, &key, &record).map(|diverged| match diverged {
-                    None => PeerResponse::Ack,
-                    Some(merged) => PeerResponse::Diverged(Bytes::from(merged.encode())),
-                }),
-            },
+            PeerRequest::Merge { db, key, record } => {
+                self.replica
+                    .merge_encoded(db, &key, &record)
+                    .map(|diverged| match diverged {
+                        None => PeerResponse::Ack,
+                        Some(merged) => PeerResponse::Diverged(Bytes::from(merged.encode())),
+                    })
+            }
             PeerRequest::Fence => Ok(PeerResponse::Ack),
             _ => return PeerResponse::Error("ERR not a request for the local copy".into()),
         };

@@ -13,7 +13,6 @@ use crate::cluster::slot::key_slot;
 use crate::error::{CommandError, CommandResult};
 use crate::node::Stats;
 use crate::server::reply::Reply;
-use crate::version::Record;
 
 impl Coordinator {
     /// Runs a command at another member, as coordinator of its keys (at
@@ -135,10 +134,7 @@ impl Coordinator {
     fn take_back(&self, peers: &Peers, from: MemberIndex, records: Vec<Handed>) -> CommandResult<()> {
         for handed in records {
             Stats::bump(&self.stats.handed_back);
-            let Some(record) = Record::decode(&handed.record) else {
-                return Err(self.peer_error(from, "malformed record handed back"));
-            };
-            if let Some(merged) = self.local.merge(handed.db, &handed.key, &record)? {
+            if let Some(merged) = self.local.merge_encoded(handed.db, &handed.key, &handed.record)? {
                 let request = PeerRequest::Merge {
                     db: handed.db,
                     key: handed.key,

@@ -38,19 +38,19 @@ impl Coordinator {
             return self.local.read(scope.db, key);
         }
         let key = Bytes::copy_from_slice(key);
-        let mut pending = self.ask_copies(peers, list, scope.db, &key, None);
-        let mut copies: Vec<(MemberIndex, Option<Arc<Record>>)> = Vec::with_capacity(list.len());
+        let mut pending = self.ask_encoded(peers, list, scope.db, &key);
+        let mut copies: Copies = Vec::with_capacity(list.len());
         if local_replica {
-            copies.push((me, self.local.read(scope.db, &key)?));
+            copies.push((me, self.local_copy(scope.db, &key)?));
         }
         while copies.len() < need {
             match pending.next().await {
-                Some((m, Some(copy))) => copies.push((m, copy)),
+                Some((m, Some(answer))) => add_copy(&mut copies, m, answer),
                 Some((_, None)) => {}
                 None => break,
             }
         }
-        let merged = merge_copies(&copies);
+        let merged = merge_copies(&copies).map(|copy| copy.record);
         if copies.len() < need {
             Stats::bump(&self.stats.quorum_failures);
             return Err(CommandError::ReadQuorum {
@@ -79,19 +79,46 @@ impl Coordinator {
             .copied()
             .filter(|&m| m != me && Some(m) != except)
             .map(|m| {
-                let bus = peers.bus.clone();
-                let request = PeerRequest::Read { db, key: key.clone() };
-                let timeout = peers.timeout;
+                let ask = ask_one(peers, m, db, key);
                 async move {
-                    let copy = match bus.call(m, request, timeout).await {
-                        Ok(PeerResponse::Record(None)) => Some(None),
-                        Ok(PeerResponse::Record(Some(bytes))) => Record::decode(&bytes).map(|r| Some(Arc::new(r))),
-                        Ok(_) | Err(_) => None,
+                    let copy = match ask.await {
+                        Some(Some(bytes)) => Record::decode(&bytes).map(|r| Some(Arc::new(r))),
+                        Some(None) => Some(None),
+                        None => None,
                     };
                     (m, copy)
                 }
             })
             .collect()
+    }
+
+    /// Asks every other replica in `list` for its copy of `key`, as it is encoded; each future yields the member
+    /// and its answer (`None` if it did not answer).
+    fn ask_encoded(
+        &self,
+        peers: &Peers,
+        list: &[MemberIndex],
+        db: u8,
+        key: &Bytes,
+    ) -> FuturesUnordered<impl std::future::Future<Output = (MemberIndex, Option<Option<Bytes>>)> + Send + 'static>
+    {
+        let me = self.membership.me();
+        list.iter()
+            .copied()
+            .filter(|&m| m != me)
+            .map(|m| {
+                let ask = ask_one(peers, m, db, key);
+                async move { (m, ask.await) }
+            })
+            .collect()
+    }
+
+    /// This node's copy of `key` for a quorum read.
+    fn local_copy(&self, db: u8, key: &[u8]) -> CommandResult<Option<ReplicaCopy>> {
+        Ok(self
+            .local
+            .read_copy(db, key)?
+            .map(|(record, encoded)| ReplicaCopy { record, encoded }))
     }
 
     /// Once the replicas still pending have answered, sends the merge of all
@@ -101,18 +128,18 @@ impl Coordinator {
         peers: &Peers,
         db: u8,
         key: Bytes,
-        mut copies: Vec<(MemberIndex, Option<Arc<Record>>)>,
+        mut copies: Copies,
         mut pending: FuturesUnordered<
-            impl std::future::Future<Output = (MemberIndex, Option<Option<Arc<Record>>>)> + Send + 'static,
+            impl std::future::Future<Output = (MemberIndex, Option<Option<Bytes>>)> + Send + 'static,
         >,
     ) {
         let repairer = self.repairer(peers);
         let in_flight = self.in_flight.enter();
         tokio::spawn(async move {
             let _in_flight = in_flight;
-            while let Some((m, copy)) = pending.next().await {
-                if let Some(copy) = copy {
-                    copies.push((m, copy));
+            while let Some((m, answer)) = pending.next().await {
+                if let Some(answer) = answer {
+                    add_copy(&mut copies, m, answer);
                 }
             }
             repairer.repair(db, &key, copies).await;
@@ -145,7 +172,7 @@ impl Coordinator {
         for (i, (key, list)) in keys.iter().zip(&lists).enumerate() {
             let mut found = Vec::with_capacity(list.len());
             if list.contains(&me) {
-                match self.local.read(db, key) {
+                match self.local_copy(db, key) {
                     Ok(copy) => found.push((me, copy)),
                     Err(e) => errors[i] = Some(e),
                 }
@@ -203,7 +230,7 @@ impl Coordinator {
                         replicas: list.len(),
                     })
                 }
-                None => Ok(merge_copies(found)),
+                None => Ok(merge_copies(found).map(|copy| copy.record)),
             })
             .collect();
         if asked {
@@ -222,19 +249,74 @@ impl Coordinator {
     }
 }
 
-/// The copies of one key that replicas answered with, by member.
-type Copies = Vec<(MemberIndex, Option<Arc<Record>>)>;
+/// One replica's copy of a key: the record, and its encoding where that came for free (a peer's answer, an engine
+/// that keeps records encoded). The encoding is canonical, so a copy whose bytes equal another's is that record: it
+/// is neither decoded nor compared field by field, and read repair skips it.
+#[derive(Clone)]
+struct ReplicaCopy {
+    record: Arc<Record>,
+    encoded: Option<Bytes>,
+}
 
-/// Adds member `m`'s answer to a [`PeerRequest::ReadBatch`] for the keys at positions `at` (empty if it failed; an
-/// undecodable record counts as no answer).
+impl ReplicaCopy {
+    /// Whether `self` and `other` are the same record.
+    fn same(&self, other: &ReplicaCopy) -> bool {
+        if Arc::ptr_eq(&self.record, &other.record) {
+            return true;
+        }
+        match (&self.encoded, &other.encoded) {
+            (Some(a), Some(b)) => a == b,
+            _ => self.record == other.record,
+        }
+    }
+}
+
+/// The copies of one key that replicas answered with, by member (`None`: the replica holds nothing).
+type Copies = Vec<(MemberIndex, Option<ReplicaCopy>)>;
+
+/// Adds member `m`'s `answer` for one key to its `copies`: an encoding equal to a copy in hand shares its record,
+/// another is decoded; one that does not decode counts as no answer.
+fn add_copy(copies: &mut Copies, m: MemberIndex, answer: Option<Bytes>) {
+    let Some(bytes) = answer else {
+        copies.push((m, None));
+        return;
+    };
+    let known = copies
+        .iter()
+        .filter_map(|(_, copy)| copy.as_ref())
+        .find(|copy| copy.encoded.as_ref() == Some(&bytes))
+        .map(|copy| copy.record.clone());
+    let record = match known {
+        Some(record) => record,
+        None => match Record::decode(&bytes) {
+            Some(record) => Arc::new(record),
+            None => return,
+        },
+    };
+    let encoded = Some(bytes);
+    copies.push((m, Some(ReplicaCopy { record, encoded })));
+}
+
+/// Adds member `m`'s answer to a [`PeerRequest::ReadBatch`] for the keys at positions `at` (empty if it failed).
 fn add_copies(copies: &mut [Copies], m: MemberIndex, at: Vec<usize>, answer: Vec<Option<Bytes>>) {
     for (i, record) in at.into_iter().zip(answer) {
-        let copy = match record {
-            None => Some(None),
-            Some(bytes) => Record::decode(&bytes).map(|r| Some(Arc::new(r))),
-        };
-        if let Some(copy) = copy {
-            copies[i].push((m, copy));
+        add_copy(&mut copies[i], m, record);
+    }
+}
+
+/// Asks member `m` for its encoded copy of `key`: `None` if it did not answer.
+fn ask_one(
+    peers: &Peers,
+    m: MemberIndex,
+    db: u8,
+    key: &Bytes,
+) -> impl std::future::Future<Output = Option<Option<Bytes>>> + Send + 'static {
+    let (bus, timeout) = (peers.bus.clone(), peers.timeout);
+    let request = PeerRequest::Read { db, key: key.clone() };
+    async move {
+        match bus.call(m, request, timeout).await {
+            Ok(PeerResponse::Record(copy)) => Some(copy),
+            Ok(_) | Err(_) => None,
         }
     }
 }
@@ -251,22 +333,24 @@ struct Repairer {
 impl Repairer {
     /// Sends the merge of all `copies` of `key` to every replica whose copy differs from it.
     async fn repair(&self, db: u8, key: &Bytes, copies: Copies) {
-        let Some(merged) = merge_copies(&copies) else {
+        let Some(mut merged) = merge_copies(&copies) else {
             return;
         };
-        let mut encoded = None;
         for (m, copy) in copies {
-            if copy.as_deref() == Some(&*merged) {
+            if copy.as_ref().is_some_and(|copy| copy.same(&merged)) {
                 continue;
             }
             Stats::bump(&self.stats.read_repairs);
             if m == self.me {
-                if let Err(e) = self.local.merge(db, key, &merged) {
+                if let Err(e) = self.local.merge(db, key, &merged.record) {
                     tracing::warn!("read repair of the local copy failed: {e}");
                 }
                 continue;
             }
-            let record = encoded.get_or_insert_with(|| Bytes::from(merged.encode())).clone();
+            let record = merged
+                .encoded
+                .get_or_insert_with(|| Bytes::from(merged.record.encode()))
+                .clone();
             let request = PeerRequest::Merge {
                 db,
                 key: key.clone(),
@@ -279,16 +363,79 @@ impl Repairer {
     }
 }
 
-/// The merge of the copies that exist; `None` if no replica holds the key.
-fn merge_copies(copies: &[(MemberIndex, Option<Arc<Record>>)]) -> Option<Arc<Record>> {
-    let mut merged: Option<Arc<Record>> = None;
-    for (_, copy) in copies {
-        let Some(copy) = copy else { continue };
+/// The merge of the copies that exist; `None` if no replica holds the key. It keeps an encoding only while it is
+/// one of the copies unchanged.
+fn merge_copies(copies: &Copies) -> Option<ReplicaCopy> {
+    let mut merged: Option<ReplicaCopy> = None;
+    for copy in copies.iter().filter_map(|(_, copy)| copy.as_ref()) {
         match &mut merged {
             None => merged = Some(copy.clone()),
-            Some(acc) if **acc == **copy => {}
-            Some(acc) => Arc::make_mut(acc).merge(copy),
+            Some(acc) if acc.same(copy) => {
+                if acc.encoded.is_none() {
+                    acc.encoded = copy.encoded.clone();
+                }
+            }
+            Some(acc) => {
+                Arc::make_mut(&mut acc.record).merge(&copy.record);
+                acc.encoded = None;
+            }
         }
     }
     merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(actor: u64, value: &'static [u8]) -> Record {
+        let mut record = Record::default();
+        record
+            .supersede(actor, Some(Bytes::from_static(value)), None, 1)
+            .expect("write");
+        record
+    }
+
+    fn encoded(record: &Record) -> Option<Bytes> {
+        Some(Bytes::from(record.encode()))
+    }
+
+    #[test]
+    fn equal_bytes_share_one_decoded_record_and_need_no_repair() {
+        let one = record(1, b"v");
+        let mut copies: Copies = Vec::new();
+        add_copy(&mut copies, 0, encoded(&one));
+        add_copy(&mut copies, 1, encoded(&one));
+        let (first, second) = (copies[0].1.as_ref().expect("held"), copies[1].1.as_ref().expect("held"));
+        assert!(Arc::ptr_eq(&first.record, &second.record), "decoded once");
+        let merged = merge_copies(&copies).expect("merged");
+        assert_eq!(*merged.record, one);
+        assert_eq!(merged.encoded, encoded(&one), "the merge is a copy unchanged");
+        assert!(copies
+            .iter()
+            .all(|(_, copy)| copy.as_ref().is_some_and(|c| c.same(&merged))));
+    }
+
+    #[test]
+    fn different_copies_merge_and_the_stale_and_missing_ones_differ_from_it() {
+        let (a, b) = (record(1, b"a"), record(2, b"b"));
+        let mut copies: Copies = Vec::new();
+        add_copy(&mut copies, 0, encoded(&a));
+        add_copy(&mut copies, 1, encoded(&b));
+        add_copy(&mut copies, 2, None);
+        add_copy(&mut copies, 3, Some(Bytes::from_static(b"\xff\xff")));
+        assert_eq!(copies.len(), 3, "an undecodable copy is no answer");
+        let merged = merge_copies(&copies).expect("merged");
+        let mut expected = a.clone();
+        expected.merge(&b);
+        assert_eq!(*merged.record, expected);
+        assert_eq!(merged.encoded, None);
+        let stale: Vec<MemberIndex> = copies
+            .iter()
+            .filter(|(_, copy)| !copy.as_ref().is_some_and(|c| c.same(&merged)))
+            .map(|(m, _)| *m)
+            .collect();
+        assert_eq!(stale, [0, 1, 2]);
+        assert!(merge_copies(&vec![(0, None)]).is_none());
+    }
 }
