@@ -166,10 +166,15 @@ impl Replica {
             Some(Lookup::Miss(token)) => Some(token),
             None => None,
         };
-        let record = match self.engine.get(stored)? {
-            None => None,
-            Some(bytes) => Some(Arc::new(Record::decode(&bytes).ok_or(StorageError::Corrupt)?)),
-        };
+        let mut record = Ok(None);
+        self.engine.read_with(stored, &mut |bytes| {
+            if let Some(bytes) = bytes {
+                record = Record::decode(bytes)
+                    .map(|r| Some(Arc::new(r)))
+                    .ok_or(StorageError::Corrupt);
+            }
+        })?;
+        let record = record?;
         if let (Some(cache), Some(token)) = (&self.cache, token) {
             cache.fill(token, stored, record.clone());
         }
@@ -218,11 +223,17 @@ impl Replica {
         if self.cache.is_some() || key.len() > self.engine.max_key_len() {
             return Ok(self.read(db, key)?.map(|record| (record, None)));
         }
-        let Some(encoded) = self.read_encoded(db, key)? else {
-            return Ok(None);
-        };
-        let record = Record::decode(&encoded).ok_or(StorageError::Corrupt)?;
-        Ok(Some((Arc::new(record), Some(encoded))))
+        let stored = self.stored_key(db, key)?;
+        let mut copy = Ok(None);
+        self.engine.read_with(&stored, &mut |bytes| {
+            if let Some(bytes) = bytes {
+                copy = match Record::decode(bytes) {
+                    Some(record) => Ok(Some((Arc::new(record), Some(Bytes::copy_from_slice(bytes))))),
+                    None => Err(StorageError::Corrupt),
+                };
+            }
+        })?;
+        Ok(copy?)
     }
 
     /// Read-modify-write of one key: `decide` sees the key's current state and
@@ -267,7 +278,10 @@ impl Replica {
     pub fn merge_encoded(&self, db: u8, key: &[u8], encoded: &[u8]) -> CommandResult<Option<Record>> {
         if self.cache.is_none() && key.len() <= self.engine.max_key_len() {
             let stored = self.stored_key(db, key)?;
-            if self.engine.get(&stored)?.is_some_and(|held| *held == *encoded) {
+            let mut same = false;
+            self.engine
+                .read_with(&stored, &mut |held| same = held == Some(encoded))?;
+            if same {
                 return Ok(None);
             }
         }

@@ -19,12 +19,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 
 use super::log_frame::{self, Change, FrameBuilder};
+use super::memory::Entry;
 use super::{BatchOp, Engine, MemoryEngine, Space, StorageError, Value, Visitor};
-use crate::cluster::slot::SLOTS;
 
 /// Logs since the snapshot are rewritten once they pass this many bytes and
 /// the snapshot's size (Redis: auto-aof-rewrite-min-size 64mb, percentage 100).
@@ -153,7 +152,7 @@ impl LogEngine {
 /// Applies one change read from a file to the maps.
 fn load(ram: &MemoryEngine, change: Change<'_>) {
     match change {
-        Change::Put(space, key, value) => ram.put(space, key.to_vec(), Bytes::copy_from_slice(value)),
+        Change::Put(space, key, value) => ram.put(space, key, value),
         Change::Delete(space, key) => ram.remove(space, key),
         Change::Clear => {
             let _ = ram.clear();
@@ -298,19 +297,17 @@ impl Shared {
             out.clear();
             Ok(())
         };
-        for index in 0..usize::from(SLOTS) {
-            {
-                let map = self.ram.slot_map(index).read();
-                if map.is_empty() {
-                    continue;
-                }
-                encode_puts(&mut out, Space::Records, map.iter());
-            }
+        for index in 0..self.ram.map_count() {
+            let entries = |entries: &mut dyn Iterator<Item = &Entry>| {
+                encode_puts(&mut out, Space::Records, entries.map(|e| (e.key(), e.value())));
+            };
+            self.ram.with_map(index, entries);
             if out.len() >= SNAPSHOT_FRAME {
                 emit(&mut out, &mut file)?;
             }
         }
-        encode_puts(&mut out, Space::Expiry, self.ram.expiry_map().read().iter());
+        self.ram
+            .with_expiry(|entries| encode_puts(&mut out, Space::Expiry, entries));
         emit(&mut out, &mut file)?;
         file.sync_all()?;
         Ok(size)
@@ -319,7 +316,7 @@ impl Shared {
 
 /// Appends puts of `entries` as frames of about [`SNAPSHOT_FRAME`] bytes, so
 /// loading reads a bounded payload at a time however many keys a slot holds.
-fn encode_puts<'a>(out: &mut Vec<u8>, space: Space, entries: impl Iterator<Item = (&'a Vec<u8>, &'a Bytes)>) {
+fn encode_puts<'a>(out: &mut Vec<u8>, space: Space, entries: impl Iterator<Item = (&'a [u8], &'a [u8])>) {
     let mut frame = FrameBuilder::new(out);
     for (key, value) in entries {
         if frame.len() >= SNAPSHOT_FRAME {
@@ -334,6 +331,10 @@ fn encode_puts<'a>(out: &mut Vec<u8>, space: Space, entries: impl Iterator<Item 
 impl Engine for LogEngine {
     fn get(&self, key: &[u8]) -> Result<Option<Value>, StorageError> {
         self.shared.ram.get(key)
+    }
+
+    fn read_with(&self, key: &[u8], read: &mut dyn FnMut(Option<&[u8]>)) -> Result<(), StorageError> {
+        self.shared.ram.read_with(key, read)
     }
 
     fn apply(&self, ops: Vec<BatchOp>) -> Result<(), StorageError> {
@@ -407,7 +408,7 @@ impl Engine for LogEngine {
     }
 
     fn max_key_len(&self) -> usize {
-        usize::MAX
+        self.shared.ram.max_key_len()
     }
 }
 

@@ -101,6 +101,12 @@ pub type Visitor<'a> = dyn FnMut(&[u8], &[u8]) -> ControlFlow<()> + 'a;
 pub trait Engine: Send + Sync + 'static {
     /// Reads one record.
     fn get(&self, key: &[u8]) -> Result<Option<Value>, StorageError>;
+    /// Calls `read` with one record, lent where the engine can lend it: a
+    /// caller that only decodes or compares the bytes needs no copy of them.
+    fn read_with(&self, key: &[u8], read: &mut dyn FnMut(Option<&[u8]>)) -> Result<(), StorageError> {
+        read(self.get(key)?.as_deref());
+        Ok(())
+    }
     /// Applies all ops atomically: after a crash either all or none are visible.
     fn apply(&self, ops: Vec<BatchOp>) -> Result<(), StorageError>;
     /// Visits keys of `space` in order from `from` (inclusive) until `visit` breaks.

@@ -333,6 +333,13 @@ struct Repairer {
 impl Repairer {
     /// Sends the merge of all `copies` of `key` to every replica whose copy differs from it.
     async fn repair(&self, db: u8, key: &Bytes, copies: Copies) {
+        // The common case, every replica holding the same record, takes no merge (and no reference counts).
+        let mut held = copies.iter().map(|(_, copy)| copy.as_ref());
+        if let Some(Some(first)) = held.next() {
+            if held.all(|copy| copy.is_some_and(|copy| copy.same(first))) {
+                return;
+            }
+        }
         let Some(mut merged) = merge_copies(&copies) else {
             return;
         };
