@@ -276,8 +276,8 @@ impl Replica {
     /// the stored ones (a forwarder's copy, a repeated repair) is settled without decoding either, and without the
     /// key's lock: a write that lands meanwhile supersedes those bytes, so merging them would change nothing.
     pub fn merge_encoded(&self, db: u8, key: &[u8], encoded: &[u8]) -> CommandResult<Option<Record>> {
-        if self.cache.is_none() && key.len() <= self.engine.max_key_len() {
-            let stored = self.stored_key(db, key)?;
+        let stored = self.stored_key(db, key)?;
+        if self.cache.is_none() {
             let mut same = false;
             self.engine
                 .read_with(&stored, &mut |held| same = held == Some(encoded))?;
@@ -286,14 +286,18 @@ impl Replica {
             }
         }
         let incoming = Record::decode(encoded).ok_or_else(|| CommandError::Other("malformed record".into()))?;
-        self.merge(db, key, &incoming)
+        self.merge_stored(stored, &incoming)
     }
 
     /// Merges another replica's copy of a key into this one (replication,
     /// read repair). Returns the merged copy when it holds versions
     /// `incoming` lacks (this replica had seen writes the sender had not).
     pub fn merge(&self, db: u8, key: &[u8], incoming: &Record) -> CommandResult<Option<Record>> {
-        let stored = self.stored_key(db, key)?;
+        self.merge_stored(self.stored_key(db, key)?, incoming)
+    }
+
+    /// [`Replica::merge`] at storage key `stored`.
+    fn merge_stored(&self, stored: Vec<u8>, incoming: &Record) -> CommandResult<Option<Record>> {
         let _guard = self.locks[Self::stripe(&stored)].lock();
         let current = self.load(&stored)?;
         if current.as_deref() == Some(incoming) {
