@@ -52,7 +52,7 @@ fn cpu_time() -> Duration {
 
 fn run(name: &str, engine: &dyn Engine, args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut rng = rand::rng();
-    let value = vec![b'x'; args.value_size];
+    let value = bytes::Bytes::from(vec![b'x'; args.value_size]);
     let (cpu, wall) = (cpu_time(), Instant::now());
     let mut found = 0usize;
     let mut seen = vec![false; args.keys as usize];

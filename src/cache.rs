@@ -1,7 +1,8 @@
-//! A bounded cache of decoded records in front of the disk engine: hot keys
-//! are served from a hash map instead of the LSM tree's skiplists and blocks,
-//! and without decoding. Misses are cached too, so reads of absent keys are
-//! as cheap as hits.
+//! A bounded cache of records in front of the disk engine: hot keys are
+//! served from a hash map instead of the LSM tree's skiplists and blocks,
+//! decoded for commands and encoded for peers and byte comparisons, so
+//! neither side decodes or encodes again. Misses are cached too, so reads of
+//! absent keys are as cheap as hits.
 //!
 //! Consistency: writers update the cache after the engine, under the key's
 //! lock. Readers fill it only if nothing in the shard changed since they
@@ -13,6 +14,8 @@ use std::sync::Arc;
 use ahash::AHashMap;
 use parking_lot::Mutex;
 
+use bytes::Bytes;
+
 use crate::version::Record;
 
 const SHARDS: usize = 256;
@@ -22,10 +25,13 @@ const SHARDS: usize = 256;
 /// buffer and allocator rounding).
 const ENTRY_OVERHEAD: usize = 160;
 
+/// A stored record, decoded and as [`Record::encode`] gives it.
+pub type Cached = Option<(Arc<Record>, Bytes)>;
+
 /// What the cache knows about a key.
 pub enum Lookup {
     /// Cached: the record, or `None` if the key is known to be absent.
-    Hit(Option<Arc<Record>>),
+    Hit(Cached),
     /// Not cached; pass the token to [`RecordCache::fill`] after reading the engine.
     Miss(FillToken),
 }
@@ -38,7 +44,7 @@ pub struct FillToken {
 
 #[derive(Default)]
 struct Shard {
-    map: AHashMap<Box<[u8]>, Option<Arc<Record>>>,
+    map: AHashMap<Box<[u8]>, Cached>,
     bytes: usize,
     version: u64,
 }
@@ -50,12 +56,13 @@ pub struct RecordCache {
     hasher: ahash::RandomState,
 }
 
-fn cost(key: &[u8], record: &Option<Arc<Record>>) -> usize {
-    let values = record.as_ref().map_or(0, |r| {
-        r.siblings
-            .iter()
-            .map(|s| s.value.as_ref().map_or(0, |v| v.len()) + 80)
-            .sum::<usize>()
+fn cost(key: &[u8], record: &Cached) -> usize {
+    let values = record.as_ref().map_or(0, |(r, encoded)| {
+        encoded.len()
+            + r.siblings
+                .iter()
+                .map(|s| s.value.as_ref().map_or(0, |v| v.len()) + 80)
+                .sum::<usize>()
             + r.context.len() * 24
     });
     key.len() + values + ENTRY_OVERHEAD
@@ -89,7 +96,7 @@ impl RecordCache {
     }
 
     /// Caches what a reader found in the engine, unless the shard changed since it missed.
-    pub fn fill(&self, token: FillToken, key: &[u8], record: Option<Arc<Record>>) {
+    pub fn fill(&self, token: FillToken, key: &[u8], record: Cached) {
         let mut shard = self.shards[token.shard].lock();
         if shard.version == token.version {
             self.insert(&mut shard, key, record);
@@ -97,13 +104,13 @@ impl RecordCache {
     }
 
     /// Records what a writer just stored (`None`: the key was removed).
-    pub fn put(&self, key: &[u8], record: Option<Arc<Record>>) {
+    pub fn put(&self, key: &[u8], record: Cached) {
         let mut shard = self.shards[self.shard_of(key)].lock();
         shard.version += 1;
         self.insert(&mut shard, key, record);
     }
 
-    fn insert(&self, shard: &mut Shard, key: &[u8], record: Option<Arc<Record>>) {
+    fn insert(&self, shard: &mut Shard, key: &[u8], record: Cached) {
         let added = cost(key, &record);
         let replaced = match shard.map.get_mut(key) {
             Some(slot) => Some(std::mem::replace(slot, record)),
@@ -137,8 +144,10 @@ impl RecordCache {
 mod tests {
     use super::*;
 
-    fn record() -> Option<Arc<Record>> {
-        Some(Arc::new(Record::default()))
+    fn record() -> Cached {
+        let record = Record::default();
+        let encoded = Bytes::from(record.encode());
+        Some((Arc::new(record), encoded))
     }
 
     #[test]

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use parking_lot::{Mutex, MutexGuard};
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::cache::{Lookup, RecordCache};
+use crate::cache::{Cached, Lookup, RecordCache};
 use crate::clock::now_ms;
 use crate::cluster::slot::key_slot;
 use crate::config::ConflictMode;
@@ -100,6 +100,15 @@ pub enum Mutation {
     Delete,
 }
 
+/// A record a write stored, and its encoding: what the coordinator sends the other replicas, encoded once.
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// The record.
+    pub record: Arc<Record>,
+    /// [`Record::encode`] output.
+    pub encoded: Bytes,
+}
+
 /// The local store of versioned records.
 pub struct Replica {
     engine: Arc<dyn Engine>,
@@ -160,12 +169,11 @@ impl Replica {
         (xxh3_64(stored) % LOCK_STRIPES as u64) as usize
     }
 
+    /// The record under `stored`, decoded.
     fn load(&self, stored: &[u8]) -> Result<Option<Arc<Record>>, StorageError> {
-        let token = match self.cache.as_ref().map(|cache| cache.get(stored)) {
-            Some(Lookup::Hit(record)) => return Ok(record),
-            Some(Lookup::Miss(token)) => Some(token),
-            None => None,
-        };
+        if self.cache.is_some() {
+            return Ok(self.load_encoded(stored)?.map(|(record, _)| record));
+        }
         let mut record = Ok(None);
         self.engine.read_with(stored, &mut |bytes| {
             if let Some(bytes) = bytes {
@@ -174,11 +182,30 @@ impl Replica {
                     .ok_or(StorageError::Corrupt);
             }
         })?;
-        let record = record?;
+        record
+    }
+
+    /// The record under `stored`, decoded and as it is encoded, from the cache if there is one.
+    fn load_encoded(&self, stored: &[u8]) -> Result<Cached, StorageError> {
+        let token = match self.cache.as_ref().map(|cache| cache.get(stored)) {
+            Some(Lookup::Hit(record)) => return Ok(record),
+            Some(Lookup::Miss(token)) => Some(token),
+            None => None,
+        };
+        let mut loaded = Ok(None);
+        self.engine.read_with(stored, &mut |bytes| {
+            if let Some(bytes) = bytes {
+                loaded = match Record::decode(bytes) {
+                    Some(record) => Ok(Some((Arc::new(record), Bytes::copy_from_slice(bytes)))),
+                    None => Err(StorageError::Corrupt),
+                };
+            }
+        })?;
+        let loaded = loaded?;
         if let (Some(cache), Some(token)) = (&self.cache, token) {
-            cache.fill(token, stored, record.clone());
+            cache.fill(token, stored, loaded.clone());
         }
-        Ok(record)
+        Ok(loaded)
     }
 
     /// Loads a record to change it (a copy if the cache shares it).
@@ -187,9 +214,9 @@ impl Replica {
     }
 
     /// Tells the cache what a committed write left under `stored`.
-    fn cache_put(&self, stored: &[u8], record: Option<Record>) {
+    fn cache_put(&self, stored: &[u8], written: Option<&Written>) {
         if let Some(cache) = &self.cache {
-            cache.put(stored, record.map(Arc::new));
+            cache.put(stored, written.map(|w| (w.record.clone(), w.encoded.clone())));
         }
     }
 
@@ -203,37 +230,29 @@ impl Replica {
         Ok(self.load(&stored)?)
     }
 
-    /// [`Replica::read`]'s record as [`Record::encode`] gives it, for a peer. An engine that keeps records encoded
-    /// in RAM hands its bytes over without a decode and an encode; the peer decodes them as it would any copy.
+    /// [`Replica::read`]'s record as [`Record::encode`] gives it, for a peer: the stored bytes, or the cache's, with
+    /// no decode and no encode; the peer decodes them as it would any copy.
     pub fn read_encoded(&self, db: u8, key: &[u8]) -> CommandResult<Option<Bytes>> {
-        if self.cache.is_some() || key.len() > self.engine.max_key_len() {
-            return Ok(self.read(db, key)?.map(|record| Bytes::from(record.encode())));
+        if key.len() > self.engine.max_key_len() {
+            return Ok(None);
         }
         let stored = self.stored_key(db, key)?;
+        if self.cache.is_some() {
+            return Ok(self.load_encoded(&stored)?.map(|(_, encoded)| encoded));
+        }
         Ok(self.engine.get(&stored)?.map(|value| match value {
             Value::Bytes(bytes) => bytes,
             other => Bytes::copy_from_slice(&other),
         }))
     }
 
-    /// [`Replica::read`]'s record together with its encoding when the engine keeps records encoded in RAM (`None`
-    /// with a record cache): a quorum read compares the peers' copies with it byte for byte instead of decoding
-    /// them (the encoding is canonical, so equal bytes are equal records).
-    pub fn read_copy(&self, db: u8, key: &[u8]) -> CommandResult<Option<(Arc<Record>, Option<Bytes>)>> {
-        if self.cache.is_some() || key.len() > self.engine.max_key_len() {
-            return Ok(self.read(db, key)?.map(|record| (record, None)));
+    /// [`Replica::read`]'s record together with its encoding: a quorum read compares the peers' copies with it byte
+    /// for byte instead of decoding them (the encoding is canonical, so equal bytes are equal records).
+    pub fn read_copy(&self, db: u8, key: &[u8]) -> CommandResult<Cached> {
+        if key.len() > self.engine.max_key_len() {
+            return Ok(None);
         }
-        let stored = self.stored_key(db, key)?;
-        let mut copy = Ok(None);
-        self.engine.read_with(&stored, &mut |bytes| {
-            if let Some(bytes) = bytes {
-                copy = match Record::decode(bytes) {
-                    Some(record) => Ok(Some((Arc::new(record), Some(Bytes::copy_from_slice(bytes))))),
-                    None => Err(StorageError::Corrupt),
-                };
-            }
-        })?;
-        Ok(copy?)
+        Ok(self.load_encoded(&self.stored_key(db, key)?)?)
     }
 
     /// Read-modify-write of one key: `decide` sees the key's current state and
@@ -254,22 +273,23 @@ impl Replica {
         db: u8,
         key: &[u8],
         decide: impl FnOnce(Current<'_>) -> CommandResult<(Mutation, T)>,
-    ) -> CommandResult<(T, Option<Arc<Record>>)> {
+    ) -> CommandResult<(T, Option<Written>)> {
         let stored = self.stored_key(db, key)?;
         let _guard = self.locks[Self::stripe(&stored)].lock();
         let now = now_ms();
         let mut record = self.load_mut(&stored)?;
         let (mutation, out) = decide(Current::of(&record, now, self.conflicts))?;
         let mut ops = Vec::with_capacity(3);
-        if !self.apply_mutation(&mut record, &stored, mutation, now, &mut ops)? {
+        let Some(encoded) = self.apply_mutation(&mut record, &stored, mutation, now, &mut ops)? else {
             return Ok((out, None));
-        }
+        };
         self.commit(ops)?;
-        let record = Arc::new(record);
-        if let Some(cache) = &self.cache {
-            cache.put(&stored, Some(record.clone()));
-        }
-        Ok((out, Some(record)))
+        let written = Written {
+            record: Arc::new(record),
+            encoded,
+        };
+        self.cache_put(&stored, Some(&written));
+        Ok((out, Some(written)))
     }
 
     /// [`Replica::merge`] of a copy as it came from a peer ([`Record::encode`] output). A copy whose bytes equal
@@ -277,13 +297,16 @@ impl Replica {
     /// key's lock: a write that lands meanwhile supersedes those bytes, so merging them would change nothing.
     pub fn merge_encoded(&self, db: u8, key: &[u8], encoded: &[u8]) -> CommandResult<Option<Record>> {
         let stored = self.stored_key(db, key)?;
-        if self.cache.is_none() {
+        let same = if self.cache.is_some() {
+            self.load_encoded(&stored)?.is_some_and(|(_, held)| held == encoded)
+        } else {
             let mut same = false;
             self.engine
                 .read_with(&stored, &mut |held| same = held == Some(encoded))?;
-            if same {
-                return Ok(None);
-            }
+            same
+        };
+        if same {
+            return Ok(None);
         }
         let incoming = Record::decode(encoded).ok_or_else(|| CommandError::Other("malformed record".into()))?;
         self.merge_stored(stored, &incoming)
@@ -313,9 +336,13 @@ impl Replica {
         }
         let mut ops = Vec::with_capacity(3);
         Self::reindex(previous_expiry, &record, &stored, &mut ops);
-        ops.push(BatchOp::Put(Space::Records, stored.clone(), record.encode()));
+        let encoded = Bytes::from(record.encode());
+        ops.push(BatchOp::Put(Space::Records, stored.clone(), encoded.clone()));
         self.commit(ops)?;
-        self.cache_put(&stored, Some(record));
+        if self.cache.is_some() {
+            let record = Arc::new(record);
+            self.cache_put(&stored, Some(&Written { record, encoded }));
+        }
         Ok(diverged)
     }
 
@@ -327,7 +354,7 @@ impl Replica {
         db: u8,
         keys: &[&[u8]],
         decide: impl FnOnce(&[Current<'_>]) -> CommandResult<(Vec<Mutation>, T)>,
-    ) -> CommandResult<(T, Vec<Option<Arc<Record>>>)> {
+    ) -> CommandResult<(T, Vec<Option<Written>>)> {
         let stored = keys
             .iter()
             .map(|key| self.stored_key(db, key))
@@ -347,30 +374,34 @@ impl Replica {
         debug_assert_eq!(mutations.len(), keys.len());
         let mut ops = Vec::with_capacity(3 * keys.len());
         // A key named twice (MSET k 1 k 2) must end with the last mutation only.
-        let mut changed = vec![false; keys.len()];
+        let mut encodings: Vec<Option<Bytes>> = Vec::with_capacity(keys.len());
         for (i, mutation) in mutations.into_iter().enumerate() {
-            if !stored[i + 1..].contains(&stored[i]) {
-                changed[i] = self.apply_mutation(&mut records[i], &stored[i], mutation, now, &mut ops)?;
-            }
+            let last = !stored[i + 1..].contains(&stored[i]);
+            encodings.push(match last {
+                true => self.apply_mutation(&mut records[i], &stored[i], mutation, now, &mut ops)?,
+                false => None,
+            });
         }
         self.commit(ops)?;
         let mut written = Vec::with_capacity(keys.len());
-        for ((stored, record), changed) in stored.iter().zip(records).zip(changed) {
-            if !changed {
+        for ((stored, record), encoded) in stored.iter().zip(records).zip(encodings) {
+            let Some(encoded) = encoded else {
                 written.push(None);
                 continue;
-            }
-            let record = Arc::new(record);
-            if let Some(cache) = &self.cache {
-                cache.put(stored, Some(record.clone()));
-            }
+            };
+            let record = Written {
+                record: Arc::new(record),
+                encoded,
+            };
+            self.cache_put(stored, Some(&record));
             written.push(Some(record));
         }
         Ok((out, written))
     }
 
     /// Applies `mutation` to `record` (a new dot superseding its whole context)
-    /// and queues the storage ops that persist it. False if nothing changed.
+    /// and queues the storage ops that persist it; returns the record's new
+    /// encoding, or `None` if nothing changed.
     fn apply_mutation(
         &self,
         record: &mut Record,
@@ -378,9 +409,9 @@ impl Replica {
         mutation: Mutation,
         now: u64,
         ops: &mut Vec<BatchOp>,
-    ) -> CommandResult<bool> {
+    ) -> CommandResult<Option<Bytes>> {
         let (value, expire_at_ms, context) = match mutation {
-            Mutation::Keep => return Ok(false),
+            Mutation::Keep => return Ok(None),
             Mutation::Put { value, expire_at_ms } => (Some(value), expire_at_ms, None),
             Mutation::PutAfter {
                 value,
@@ -388,7 +419,7 @@ impl Replica {
                 context,
             } => (Some(value), expire_at_ms, Some(context)),
             // Deleting what holds no value would only add a tombstone.
-            Mutation::Delete if record.live(now).next().is_none() => return Ok(false),
+            Mutation::Delete if record.live(now).next().is_none() => return Ok(None),
             Mutation::Delete => (None, Some(now + self.tombstone_grace_ms), None),
         };
         let previous_expiry = record.next_expiry();
@@ -398,8 +429,9 @@ impl Replica {
         };
         written.map_err(|WriteError::TooManySiblings| CommandError::TooManySiblings(MAX_SIBLINGS))?;
         Self::reindex(previous_expiry, record, stored, ops);
-        ops.push(BatchOp::Put(Space::Records, stored.to_vec(), record.encode()));
-        Ok(true)
+        let encoded = Bytes::from(record.encode());
+        ops.push(BatchOp::Put(Space::Records, stored.to_vec(), encoded.clone()));
+        Ok(Some(encoded))
     }
 
     /// Queues the expiry-index changes for a record whose earliest expiry was `previous`.
@@ -412,7 +444,7 @@ impl Replica {
             ops.push(BatchOp::Delete(Space::Expiry, expiry_key(at, stored)));
         }
         if let Some(at) = next {
-            ops.push(BatchOp::Put(Space::Expiry, expiry_key(at, stored), Vec::new()));
+            ops.push(BatchOp::Put(Space::Expiry, expiry_key(at, stored), Bytes::new()));
         }
     }
 
@@ -537,17 +569,19 @@ impl Replica {
                     cached = Some(None);
                 } else {
                     if let Some(next) = record.next_expiry() {
-                        ops.push(BatchOp::Put(Space::Expiry, expiry_key(next, stored), Vec::new()));
+                        ops.push(BatchOp::Put(Space::Expiry, expiry_key(next, stored), Bytes::new()));
                     }
                     if record.siblings.len() != siblings {
-                        ops.push(BatchOp::Put(Space::Records, stored.clone(), record.encode()));
-                        cached = Some(Some(record));
+                        let encoded = Bytes::from(record.encode());
+                        ops.push(BatchOp::Put(Space::Records, stored.clone(), encoded.clone()));
+                        let record = Arc::new(record);
+                        cached = Some(Some(Written { record, encoded }));
                     }
                 }
             }
             self.commit(ops)?;
-            if let Some(record) = cached {
-                self.cache_put(stored, record);
+            if let Some(written) = cached {
+                self.cache_put(stored, written.as_ref());
             }
         }
         Ok(Swept {

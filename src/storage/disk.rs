@@ -75,7 +75,7 @@ impl Engine for DiskEngine {
             // A lone write (most SETs) skips the batch's bookkeeping; it is
             // just as atomic.
             match ops.pop() {
-                Some(BatchOp::Put(space, key, value)) => self.space(space).insert(key, value)?,
+                Some(BatchOp::Put(space, key, value)) => self.space(space).insert(key, &value[..])?,
                 Some(BatchOp::Delete(space, key)) => self.space(space).remove(key)?,
                 None => {}
             }
@@ -84,7 +84,7 @@ impl Engine for DiskEngine {
         let mut batch = self.db.batch();
         for op in ops {
             match op {
-                BatchOp::Put(space, key, value) => batch.insert(self.space(space), key, value),
+                BatchOp::Put(space, key, value) => batch.insert(self.space(space), key, &value[..]),
                 BatchOp::Delete(space, key) => batch.remove(self.space(space), key),
             }
         }

@@ -418,10 +418,15 @@ mod tests {
 
     use super::*;
     use crate::storage::storage_key;
+    use bytes::Bytes;
 
     fn put(engine: &LogEngine, key: &[u8], value: &[u8]) {
         engine
-            .apply(vec![BatchOp::Put(Space::Records, key.to_vec(), value.to_vec())])
+            .apply(vec![BatchOp::Put(
+                Space::Records,
+                key.to_vec(),
+                Bytes::copy_from_slice(value),
+            )])
             .expect("apply");
     }
 
@@ -510,7 +515,7 @@ mod tests {
                     put(&engine, key, &[round; 10]);
                 }
                 engine
-                    .apply(vec![BatchOp::Put(Space::Expiry, vec![round], Vec::new())])
+                    .apply(vec![BatchOp::Put(Space::Expiry, vec![round], Bytes::new())])
                     .expect("expiry");
                 engine.flush().expect("flush");
                 engine.rewrite_now().expect("rewrite");

@@ -289,7 +289,7 @@ mod tests {
         keys.push(vec![0]);
         let ops = keys
             .iter()
-            .map(|k| BatchOp::Put(Space::Records, k.clone(), k.clone()))
+            .map(|k| BatchOp::Put(Space::Records, k.clone(), Bytes::from(k.clone())))
             .collect();
         engine.apply(ops).expect("apply");
         keys.sort();

@@ -68,8 +68,8 @@ pub enum Space {
 /// One change in an atomic batch.
 #[derive(Debug)]
 pub enum BatchOp {
-    /// Insert or overwrite.
-    Put(Space, Vec<u8>, Vec<u8>),
+    /// Insert or overwrite (the value is shared: the record cache keeps the same bytes).
+    Put(Space, Vec<u8>, bytes::Bytes),
     /// Remove if present.
     Delete(Space, Vec<u8>),
 }
@@ -230,10 +230,10 @@ mod tests {
             let c = storage_key(300, 0, b"c");
             engine
                 .apply(vec![
-                    BatchOp::Put(Space::Records, c.clone(), b"3".to_vec()),
-                    BatchOp::Put(Space::Records, a.clone(), b"1".to_vec()),
-                    BatchOp::Put(Space::Records, b.clone(), b"2".to_vec()),
-                    BatchOp::Put(Space::Expiry, expiry_key(10, &a), Vec::new()),
+                    BatchOp::Put(Space::Records, c.clone(), bytes::Bytes::from_static(b"3")),
+                    BatchOp::Put(Space::Records, a.clone(), bytes::Bytes::from_static(b"1")),
+                    BatchOp::Put(Space::Records, b.clone(), bytes::Bytes::from_static(b"2")),
+                    BatchOp::Put(Space::Expiry, expiry_key(10, &a), bytes::Bytes::new()),
                 ])
                 .expect("apply");
             assert_eq!(engine.get(&a).expect("get").as_deref(), Some(&b"1"[..]));
@@ -262,7 +262,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let engine = DiskEngine::open(dir.path(), 8, 8).expect("open");
         engine
-            .apply(vec![BatchOp::Put(Space::Records, b"k".to_vec(), b"v".to_vec())])
+            .apply(vec![BatchOp::Put(
+                Space::Records,
+                b"k".to_vec(),
+                bytes::Bytes::from_static(b"v"),
+            )])
             .expect("apply");
         engine.sync().expect("sync");
         let journals = std::fs::read_dir(dir.path())

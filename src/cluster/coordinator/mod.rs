@@ -272,7 +272,9 @@ impl Coordinator {
         if let Some(record) = written {
             // Versions a replica reports that this node lacked stay siblings:
             // catch_up already merged a quorum's copies before `decide` ran.
-            let diverged = self.replicate(peers, scope.db, key, &record, list, write).await?;
+            let diverged = self
+                .replicate(peers, scope.db, key, &record.encoded, list, write)
+                .await?;
             for copy in &diverged {
                 self.local.merge(scope.db, key, copy)?;
             }
@@ -309,7 +311,7 @@ impl Coordinator {
             let list = ring.preference_list(key_slot(key));
             record
                 .as_ref()
-                .map(|record| self.replicate(peers, scope.db, key, record, list, write))
+                .map(|record| self.replicate(peers, scope.db, key, &record.encoded, list, write))
         });
         match join_all(replications).await.into_iter().find_map(Result::err) {
             Some(e) => Err(e),
@@ -324,14 +326,14 @@ impl Coordinator {
         peers: &Peers,
         db: u8,
         key: &[u8],
-        record: &Record,
+        encoded: &Bytes,
         list: &[MemberIndex],
         write: usize,
     ) -> CommandResult<Vec<Record>> {
         let me = self.membership.me();
         // The forwarder, a replica that sent its copy, stores the record from the reply before answering.
         let mut forwarder = handback::forwarder_of(db, key, list);
-        let (key, encoded) = (Bytes::copy_from_slice(key), Bytes::from(record.encode()));
+        let key = Bytes::copy_from_slice(key);
         let request = || PeerRequest::Merge {
             db,
             key: key.clone(),
@@ -421,7 +423,9 @@ impl Coordinator {
         for _ in 0..3 {
             let ((), written) = self.local.update_returning(scope.db, key, |_| Ok((put(), ())))?;
             let Some(record) = written else { return Ok(()) };
-            let diverged = self.replicate(peers, scope.db, key, &record, list, write).await?;
+            let diverged = self
+                .replicate(peers, scope.db, key, &record.encoded, list, write)
+                .await?;
             if diverged.is_empty() {
                 return Ok(());
             }

@@ -115,10 +115,10 @@ impl Coordinator {
 
     /// This node's copy of `key` for a quorum read.
     fn local_copy(&self, db: u8, key: &[u8]) -> CommandResult<Option<ReplicaCopy>> {
-        Ok(self
-            .local
-            .read_copy(db, key)?
-            .map(|(record, encoded)| ReplicaCopy { record, encoded }))
+        Ok(self.local.read_copy(db, key)?.map(|(record, encoded)| ReplicaCopy {
+            record,
+            encoded: Some(encoded),
+        }))
     }
 
     /// Once the replicas still pending have answered, sends the merge of all
