@@ -25,6 +25,10 @@ const SHARDS: usize = 256;
 /// buffer and allocator rounding).
 const ENTRY_OVERHEAD: usize = 160;
 
+/// Bytes counted for the encoded copy on top of its length: its handle in the
+/// entry, the shared header its first clone allocates, allocator rounding.
+const ENCODED_OVERHEAD: usize = 72;
+
 /// A stored record, decoded and as [`Record::encode`] gives it.
 pub type Cached = Option<(Arc<Record>, Bytes)>;
 
@@ -59,6 +63,7 @@ pub struct RecordCache {
 fn cost(key: &[u8], record: &Cached) -> usize {
     let values = record.as_ref().map_or(0, |(r, encoded)| {
         encoded.len()
+            + ENCODED_OVERHEAD
             + r.siblings
                 .iter()
                 .map(|s| s.value.as_ref().map_or(0, |v| v.len()) + 80)
