@@ -33,9 +33,9 @@ const ENCODED_OVERHEAD: usize = 72;
 pub type Cached = Option<(Arc<Record>, Bytes)>;
 
 /// What the cache knows about a key.
-pub enum Lookup {
-    /// Cached: the record, or `None` if the key is known to be absent.
-    Hit(Cached),
+pub enum Lookup<T> {
+    /// Cached: what the caller took of the record, or `None` if the key is known to be absent.
+    Hit(Option<T>),
     /// Not cached; pass the token to [`RecordCache::fill`] after reading the engine.
     Miss(FillToken),
 }
@@ -87,12 +87,13 @@ impl RecordCache {
         (self.hasher.hash_one(key) as usize) % SHARDS
     }
 
-    /// Looks `key` up.
-    pub fn get(&self, key: &[u8]) -> Lookup {
+    /// Looks `key` up and takes what the caller needs of its record (each part it clones is a reference count
+    /// touched, and a cache line with it).
+    pub fn get<T>(&self, key: &[u8], take: impl FnOnce(&(Arc<Record>, Bytes)) -> T) -> Lookup<T> {
         let index = self.shard_of(key);
         let shard = self.shards[index].lock();
         match shard.map.get(key) {
-            Some(record) => Lookup::Hit(record.clone()),
+            Some(record) => Lookup::Hit(record.as_ref().map(take)),
             None => Lookup::Miss(FillToken {
                 shard: index,
                 version: shard.version,
@@ -158,12 +159,12 @@ mod tests {
     #[test]
     fn stale_fill_after_a_write_is_refused() {
         let cache = RecordCache::new(1 << 20);
-        let Lookup::Miss(token) = cache.get(b"k") else {
+        let Lookup::Miss(token) = cache.get(b"k", Clone::clone) else {
             panic!("empty cache hit")
         };
         cache.put(b"k", None); // a writer removed the key meanwhile
         cache.fill(token, b"k", record()); // the reader's old view
-        assert!(matches!(cache.get(b"k"), Lookup::Hit(None)));
+        assert!(matches!(cache.get(b"k", Clone::clone), Lookup::Hit(None)));
     }
 
     #[test]
@@ -171,13 +172,13 @@ mod tests {
         let cache = RecordCache::new(SHARDS * 1024);
         for i in 0..10_000u32 {
             let key = i.to_be_bytes();
-            if let Lookup::Miss(token) = cache.get(&key) {
+            if let Lookup::Miss(token) = cache.get(&key, Clone::clone) {
                 cache.fill(token, &key, record());
             }
         }
         let cached: usize = cache.shards.iter().map(|s| s.lock().bytes).sum();
         assert!(cached <= SHARDS * 1024, "{cached} bytes cached");
         cache.clear();
-        assert!(matches!(cache.get(&0u32.to_be_bytes()), Lookup::Miss(_)));
+        assert!(matches!(cache.get(&0u32.to_be_bytes(), Clone::clone), Lookup::Miss(_)));
     }
 }

@@ -172,7 +172,7 @@ impl Replica {
     /// The record under `stored`, decoded.
     fn load(&self, stored: &[u8]) -> Result<Option<Arc<Record>>, StorageError> {
         if self.cache.is_some() {
-            return Ok(self.load_encoded(stored)?.map(|(record, _)| record));
+            return self.load_as(stored, |(record, _)| record.clone());
         }
         let mut record = Ok(None);
         self.engine.read_with(stored, &mut |bytes| {
@@ -185,10 +185,10 @@ impl Replica {
         record
     }
 
-    /// The record under `stored`, decoded and as it is encoded, from the cache if there is one.
-    fn load_encoded(&self, stored: &[u8]) -> Result<Cached, StorageError> {
-        let token = match self.cache.as_ref().map(|cache| cache.get(stored)) {
-            Some(Lookup::Hit(record)) => return Ok(record),
+    /// What `take` needs of the record under `stored`, decoded and encoded, from the cache if there is one.
+    fn load_as<T>(&self, stored: &[u8], take: impl Fn(&(Arc<Record>, Bytes)) -> T) -> Result<Option<T>, StorageError> {
+        let token = match self.cache.as_ref().map(|cache| cache.get(stored, &take)) {
+            Some(Lookup::Hit(taken)) => return Ok(taken),
             Some(Lookup::Miss(token)) => Some(token),
             None => None,
         };
@@ -201,11 +201,12 @@ impl Replica {
                 };
             }
         })?;
-        let loaded = loaded?;
+        let loaded: Cached = loaded?;
+        let taken = loaded.as_ref().map(&take);
         if let (Some(cache), Some(token)) = (&self.cache, token) {
-            cache.fill(token, stored, loaded.clone());
+            cache.fill(token, stored, loaded);
         }
-        Ok(loaded)
+        Ok(taken)
     }
 
     /// Loads a record to change it (a copy if the cache shares it).
@@ -238,7 +239,7 @@ impl Replica {
         }
         let stored = self.stored_key(db, key)?;
         if self.cache.is_some() {
-            return Ok(self.load_encoded(&stored)?.map(|(_, encoded)| encoded));
+            return Ok(self.load_as(&stored, |(_, encoded)| encoded.clone())?);
         }
         Ok(self.engine.get(&stored)?.map(|value| match value {
             Value::Bytes(bytes) => bytes,
@@ -252,7 +253,7 @@ impl Replica {
         if key.len() > self.engine.max_key_len() {
             return Ok(None);
         }
-        Ok(self.load_encoded(&self.stored_key(db, key)?)?)
+        Ok(self.load_as(&self.stored_key(db, key)?, Clone::clone)?)
     }
 
     /// Read-modify-write of one key: `decide` sees the key's current state and
@@ -297,32 +298,52 @@ impl Replica {
     /// key's lock: a write that lands meanwhile supersedes those bytes, so merging them would change nothing.
     pub fn merge_encoded(&self, db: u8, key: &[u8], encoded: &[u8]) -> CommandResult<Option<Record>> {
         let stored = self.stored_key(db, key)?;
-        let same = if self.cache.is_some() {
-            self.load_encoded(&stored)?.is_some_and(|(_, held)| held == encoded)
+        let _guard = self.locks[Self::stripe(&stored)].lock();
+        // One lookup compares the stored bytes and, if they differ, decodes them.
+        let (same, current) = if self.cache.is_some() {
+            let current = self.load_as(&stored, |(record, held)| (record.clone(), held[..] == *encoded))?;
+            match current {
+                Some((_, true)) => (true, None),
+                other => (false, other.map(|(record, _)| record)),
+            }
         } else {
-            let mut same = false;
-            self.engine
-                .read_with(&stored, &mut |held| same = held == Some(encoded))?;
-            same
+            let (mut same, mut current) = (false, Ok(None));
+            self.engine.read_with(&stored, &mut |held| match held {
+                Some(held) if held == encoded => same = true,
+                Some(held) => {
+                    current = Record::decode(held)
+                        .map(|r| Some(Arc::new(r)))
+                        .ok_or(StorageError::Corrupt)
+                }
+                None => {}
+            })?;
+            (same, current?)
         };
         if same {
             return Ok(None);
         }
         let incoming = Record::decode(encoded).ok_or_else(|| CommandError::Other("malformed record".into()))?;
-        self.merge_stored(stored, &incoming)
+        self.merge_locked(stored, current, &incoming)
     }
 
     /// Merges another replica's copy of a key into this one (replication,
     /// read repair). Returns the merged copy when it holds versions
     /// `incoming` lacks (this replica had seen writes the sender had not).
     pub fn merge(&self, db: u8, key: &[u8], incoming: &Record) -> CommandResult<Option<Record>> {
-        self.merge_stored(self.stored_key(db, key)?, incoming)
-    }
-
-    /// [`Replica::merge`] at storage key `stored`.
-    fn merge_stored(&self, stored: Vec<u8>, incoming: &Record) -> CommandResult<Option<Record>> {
+        let stored = self.stored_key(db, key)?;
         let _guard = self.locks[Self::stripe(&stored)].lock();
         let current = self.load(&stored)?;
+        self.merge_locked(stored, current, incoming)
+    }
+
+    /// [`Replica::merge`] of `incoming` into `current`, the record at storage key `stored`, whose lock the caller
+    /// holds.
+    fn merge_locked(
+        &self,
+        stored: Vec<u8>,
+        current: Option<Arc<Record>>,
+        incoming: &Record,
+    ) -> CommandResult<Option<Record>> {
         if current.as_deref() == Some(incoming) {
             // The common case of a forwarder's copy: nothing to learn, nothing to copy.
             return Ok(None);

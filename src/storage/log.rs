@@ -286,7 +286,7 @@ impl Shared {
         Ok(())
     }
 
-    /// Writes every entry to `path`, a slot map at a time, and fsyncs it.
+    /// Writes every entry to `path`, a record map at a time, and fsyncs it.
     fn write_snapshot(&self, path: &Path) -> Result<u64, StorageError> {
         let mut file = File::create(path)?;
         let mut out = Vec::with_capacity(SNAPSHOT_FRAME * 2);
