@@ -233,17 +233,14 @@ impl Coordinator {
             return;
         }
         let key = Bytes::copy_from_slice(key);
-        let mut pending = self.ask_copies(peers, list, scope.db, &key, forwarder);
+        let mut pending = self.ask_encoded(peers, list, scope.db, &key, forwarder);
         while answered < need {
             match pending.next().await {
-                Some((_, Some(copy))) => {
-                    answered += 1;
-                    if let Some(copy) = copy {
-                        if let Err(e) = self.local.merge(scope.db, &key, &copy) {
-                            tracing::warn!("merging a replica's copy before a write failed: {e}");
-                        }
-                    }
-                }
+                Some((_, Some(None))) => answered += 1,
+                Some((_, Some(Some(copy)))) => match self.local.merge_encoded(scope.db, &key, &copy) {
+                    Ok(_) => answered += 1,
+                    Err(e) => tracing::warn!("merging a replica's copy before a write failed: {e}"),
+                },
                 Some((_, None)) => {}
                 None => break,
             }

@@ -38,7 +38,7 @@ impl Coordinator {
             return self.local.read(scope.db, key);
         }
         let key = Bytes::copy_from_slice(key);
-        let mut pending = self.ask_encoded(peers, list, scope.db, &key);
+        let mut pending = self.ask_encoded(peers, list, scope.db, &key, None);
         let mut copies: Copies = Vec::with_capacity(list.len());
         if local_replica {
             copies.push((me, self.local_copy(scope.db, &key)?));
@@ -63,52 +63,31 @@ impl Coordinator {
         Ok(merged)
     }
 
-    /// Asks every other replica in `list` but `except` for its copy of `key`;
-    /// each future yields the member and its copy (`None` if it did not answer).
-    pub(super) fn ask_copies(
+    /// Asks every other replica in `list` but `except` for its copy of `key`, as it is encoded; each future yields
+    /// the member and its answer (`None` if it did not answer).
+    pub(super) fn ask_encoded(
         &self,
         peers: &Peers,
         list: &[MemberIndex],
         db: u8,
         key: &Bytes,
         except: Option<MemberIndex>,
-    ) -> FuturesUnordered<impl std::future::Future<Output = (MemberIndex, Option<Option<Arc<Record>>>)> + Send + 'static>
+    ) -> FuturesUnordered<impl std::future::Future<Output = (MemberIndex, Option<Option<Bytes>>)> + Send + 'static>
     {
         let me = self.membership.me();
         list.iter()
             .copied()
             .filter(|&m| m != me && Some(m) != except)
             .map(|m| {
-                let ask = ask_one(peers, m, db, key);
+                let (bus, timeout) = (peers.bus.clone(), peers.timeout);
+                let request = PeerRequest::Read { db, key: key.clone() };
                 async move {
-                    let copy = match ask.await {
-                        Some(Some(bytes)) => Record::decode(&bytes).map(|r| Some(Arc::new(r))),
-                        Some(None) => Some(None),
-                        None => None,
+                    let answer = match bus.call(m, request, timeout).await {
+                        Ok(PeerResponse::Record(copy)) => Some(copy),
+                        Ok(_) | Err(_) => None,
                     };
-                    (m, copy)
+                    (m, answer)
                 }
-            })
-            .collect()
-    }
-
-    /// Asks every other replica in `list` for its copy of `key`, as it is encoded; each future yields the member
-    /// and its answer (`None` if it did not answer).
-    fn ask_encoded(
-        &self,
-        peers: &Peers,
-        list: &[MemberIndex],
-        db: u8,
-        key: &Bytes,
-    ) -> FuturesUnordered<impl std::future::Future<Output = (MemberIndex, Option<Option<Bytes>>)> + Send + 'static>
-    {
-        let me = self.membership.me();
-        list.iter()
-            .copied()
-            .filter(|&m| m != me)
-            .map(|m| {
-                let ask = ask_one(peers, m, db, key);
-                async move { (m, ask.await) }
             })
             .collect()
     }
@@ -249,9 +228,9 @@ impl Coordinator {
     }
 }
 
-/// One replica's copy of a key: the record, and its encoding where that came for free (a peer's answer, an engine
-/// that keeps records encoded). The encoding is canonical, so a copy whose bytes equal another's is that record: it
-/// is neither decoded nor compared field by field, and read repair skips it.
+/// One replica's copy of a key: the record, and its encoding (which a merge of differing copies lacks until it is
+/// encoded). The encoding is canonical, so a copy whose bytes equal another's is that record: it is neither decoded
+/// nor compared field by field, and read repair skips it.
 #[derive(Clone)]
 struct ReplicaCopy {
     record: Arc<Record>,
@@ -301,23 +280,6 @@ fn add_copy(copies: &mut Copies, m: MemberIndex, answer: Option<Bytes>) {
 fn add_copies(copies: &mut [Copies], m: MemberIndex, at: Vec<usize>, answer: Vec<Option<Bytes>>) {
     for (i, record) in at.into_iter().zip(answer) {
         add_copy(&mut copies[i], m, record);
-    }
-}
-
-/// Asks member `m` for its encoded copy of `key`: `None` if it did not answer.
-fn ask_one(
-    peers: &Peers,
-    m: MemberIndex,
-    db: u8,
-    key: &Bytes,
-) -> impl std::future::Future<Output = Option<Option<Bytes>>> + Send + 'static {
-    let (bus, timeout) = (peers.bus.clone(), peers.timeout);
-    let request = PeerRequest::Read { db, key: key.clone() };
-    async move {
-        match bus.call(m, request, timeout).await {
-            Ok(PeerResponse::Record(copy)) => Some(copy),
-            Ok(_) | Err(_) => None,
-        }
     }
 }
 
