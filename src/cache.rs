@@ -9,14 +9,10 @@
 //! looked (a per-shard version), so a slow reader can never put back a value
 //! older than one a writer already cached.
 
-use std::sync::Arc;
-
 use ahash::AHashMap;
 use parking_lot::Mutex;
 
-use bytes::Bytes;
-
-use crate::version::Record;
+use crate::version::EncodedRecord;
 
 const SHARDS: usize = 256;
 
@@ -29,8 +25,8 @@ const ENTRY_OVERHEAD: usize = 160;
 /// entry, the shared header its first clone allocates, allocator rounding.
 const ENCODED_OVERHEAD: usize = 72;
 
-/// A stored record, decoded and as [`Record::encode`] gives it.
-pub type Cached = Option<(Arc<Record>, Bytes)>;
+/// What the cache holds for a key: the stored record with its encoding, or `None` if the key is absent.
+pub type Cached = Option<EncodedRecord>;
 
 /// What the cache knows about a key.
 pub enum Lookup<T> {
@@ -61,7 +57,7 @@ pub struct RecordCache {
 }
 
 fn cost(key: &[u8], record: &Cached) -> usize {
-    let values = record.as_ref().map_or(0, |(r, encoded)| {
+    let values = record.as_ref().map_or(0, |EncodedRecord { record: r, encoded }| {
         encoded.len()
             + ENCODED_OVERHEAD
             + r.siblings
@@ -89,7 +85,7 @@ impl RecordCache {
 
     /// Looks `key` up and takes what the caller needs of its record (each part it clones is a reference count
     /// touched, and a cache line with it).
-    pub fn get<T>(&self, key: &[u8], take: impl FnOnce(&(Arc<Record>, Bytes)) -> T) -> Lookup<T> {
+    pub fn get<T>(&self, key: &[u8], take: impl FnOnce(&EncodedRecord) -> T) -> Lookup<T> {
         let index = self.shard_of(key);
         let shard = self.shards[index].lock();
         match shard.map.get(key) {
@@ -148,12 +144,20 @@ impl RecordCache {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
     use super::*;
+    use crate::version::Record;
 
     fn record() -> Cached {
         let record = Record::default();
         let encoded = Bytes::from(record.encode());
-        Some((Arc::new(record), encoded))
+        Some(EncodedRecord {
+            record: Arc::new(record),
+            encoded,
+        })
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::storage::{
     expiry_key, split_expiry_key, split_storage_key, storage_key, BatchOp, Durability, Engine, Space, StorageError,
     Value,
 };
-use crate::version::{ActorId, Record, Sibling, VersionVector, WriteError, MAX_SIBLINGS};
+use crate::version::{ActorId, EncodedRecord, Record, Sibling, VersionVector, WriteError, MAX_SIBLINGS};
 
 /// Number of lock stripes; two keys share a lock with probability 1/4096.
 const LOCK_STRIPES: usize = 4096;
@@ -100,15 +100,6 @@ pub enum Mutation {
     Delete,
 }
 
-/// A record a write stored, and its encoding: what the coordinator sends the other replicas, encoded once.
-#[derive(Debug, Clone)]
-pub struct Written {
-    /// The record.
-    pub record: Arc<Record>,
-    /// [`Record::encode`] output.
-    pub encoded: Bytes,
-}
-
 /// The local store of versioned records.
 pub struct Replica {
     engine: Arc<dyn Engine>,
@@ -172,7 +163,7 @@ impl Replica {
     /// The record under `stored`, decoded.
     fn load(&self, stored: &[u8]) -> Result<Option<Arc<Record>>, StorageError> {
         if self.cache.is_some() {
-            return self.load_as(stored, |(record, _)| record.clone());
+            return self.load_as(stored, |loaded| loaded.record.clone());
         }
         let mut record = Ok(None);
         self.engine.read_with(stored, &mut |bytes| {
@@ -186,7 +177,7 @@ impl Replica {
     }
 
     /// What `take` needs of the record under `stored`, decoded and encoded, from the cache if there is one.
-    fn load_as<T>(&self, stored: &[u8], take: impl Fn(&(Arc<Record>, Bytes)) -> T) -> Result<Option<T>, StorageError> {
+    fn load_as<T>(&self, stored: &[u8], take: impl Fn(&EncodedRecord) -> T) -> Result<Option<T>, StorageError> {
         let token = match self.cache.as_ref().map(|cache| cache.get(stored, &take)) {
             Some(Lookup::Hit(taken)) => return Ok(taken),
             Some(Lookup::Miss(token)) => Some(token),
@@ -196,7 +187,10 @@ impl Replica {
         self.engine.read_with(stored, &mut |bytes| {
             if let Some(bytes) = bytes {
                 loaded = match Record::decode(bytes) {
-                    Some(record) => Ok(Some((Arc::new(record), Bytes::copy_from_slice(bytes)))),
+                    Some(record) => Ok(Some(EncodedRecord {
+                        record: Arc::new(record),
+                        encoded: Bytes::copy_from_slice(bytes),
+                    })),
                     None => Err(StorageError::Corrupt),
                 };
             }
@@ -215,9 +209,9 @@ impl Replica {
     }
 
     /// Tells the cache what a committed write left under `stored`.
-    fn cache_put(&self, stored: &[u8], written: Option<&Written>) {
+    fn cache_put(&self, stored: &[u8], written: Option<&EncodedRecord>) {
         if let Some(cache) = &self.cache {
-            cache.put(stored, written.map(|w| (w.record.clone(), w.encoded.clone())));
+            cache.put(stored, written.cloned());
         }
     }
 
@@ -239,7 +233,7 @@ impl Replica {
         }
         let stored = self.stored_key(db, key)?;
         if self.cache.is_some() {
-            return Ok(self.load_as(&stored, |(_, encoded)| encoded.clone())?);
+            return Ok(self.load_as(&stored, |loaded| loaded.encoded.clone())?);
         }
         Ok(self.engine.get(&stored)?.map(|value| match value {
             Value::Bytes(bytes) => bytes,
@@ -249,7 +243,7 @@ impl Replica {
 
     /// [`Replica::read`]'s record together with its encoding: a quorum read compares the peers' copies with it byte
     /// for byte instead of decoding them (the encoding is canonical, so equal bytes are equal records).
-    pub fn read_copy(&self, db: u8, key: &[u8]) -> CommandResult<Cached> {
+    pub fn read_copy(&self, db: u8, key: &[u8]) -> CommandResult<Option<EncodedRecord>> {
         if key.len() > self.engine.max_key_len() {
             return Ok(None);
         }
@@ -274,7 +268,7 @@ impl Replica {
         db: u8,
         key: &[u8],
         decide: impl FnOnce(Current<'_>) -> CommandResult<(Mutation, T)>,
-    ) -> CommandResult<(T, Option<Written>)> {
+    ) -> CommandResult<(T, Option<EncodedRecord>)> {
         let stored = self.stored_key(db, key)?;
         let _guard = self.locks[Self::stripe(&stored)].lock();
         let now = now_ms();
@@ -285,7 +279,7 @@ impl Replica {
             return Ok((out, None));
         };
         self.commit(ops)?;
-        let written = Written {
+        let written = EncodedRecord {
             record: Arc::new(record),
             encoded,
         };
@@ -301,7 +295,7 @@ impl Replica {
         let _guard = self.locks[Self::stripe(&stored)].lock();
         // One lookup compares the stored bytes and, if they differ, decodes them.
         let (same, current) = if self.cache.is_some() {
-            let current = self.load_as(&stored, |(record, held)| (record.clone(), held[..] == *encoded))?;
+            let current = self.load_as(&stored, |held| (held.record.clone(), held.encoded[..] == *encoded))?;
             match current {
                 Some((_, true)) => (true, None),
                 other => (false, other.map(|(record, _)| record)),
@@ -362,7 +356,7 @@ impl Replica {
         self.commit(ops)?;
         if self.cache.is_some() {
             let record = Arc::new(record);
-            self.cache_put(&stored, Some(&Written { record, encoded }));
+            self.cache_put(&stored, Some(&EncodedRecord { record, encoded }));
         }
         Ok(diverged)
     }
@@ -375,7 +369,7 @@ impl Replica {
         db: u8,
         keys: &[&[u8]],
         decide: impl FnOnce(&[Current<'_>]) -> CommandResult<(Vec<Mutation>, T)>,
-    ) -> CommandResult<(T, Vec<Option<Written>>)> {
+    ) -> CommandResult<(T, Vec<Option<EncodedRecord>>)> {
         let stored = keys
             .iter()
             .map(|key| self.stored_key(db, key))
@@ -410,7 +404,7 @@ impl Replica {
                 written.push(None);
                 continue;
             };
-            let record = Written {
+            let record = EncodedRecord {
                 record: Arc::new(record),
                 encoded,
             };
@@ -596,7 +590,7 @@ impl Replica {
                         let encoded = Bytes::from(record.encode());
                         ops.push(BatchOp::Put(Space::Records, stored.clone(), encoded.clone()));
                         let record = Arc::new(record);
-                        cached = Some(Some(Written { record, encoded }));
+                        cached = Some(Some(EncodedRecord { record, encoded }));
                     }
                 }
             }

@@ -40,6 +40,8 @@
 //! which the Merkle trees of anti-entropy rely on. Decoding checks these
 //! invariants, so untrusted bytes can never produce a record that breaks them.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -244,6 +246,16 @@ pub struct Record {
     pub context: VersionVector,
     /// The versions not yet superseded, sorted by dot.
     pub siblings: Vec<Sibling>,
+}
+
+/// A record with its [`Record::encode`] output, kept together where both are needed: a write stores and
+/// replicates the same bytes, and the record cache serves commands the record and peers the bytes.
+#[derive(Debug, Clone)]
+pub struct EncodedRecord {
+    /// The record.
+    pub record: Arc<Record>,
+    /// Its encoding.
+    pub encoded: Bytes,
 }
 
 /// Upper bound on siblings per key, so a key written concurrently without

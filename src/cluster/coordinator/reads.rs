@@ -94,9 +94,9 @@ impl Coordinator {
 
     /// This node's copy of `key` for a quorum read.
     fn local_copy(&self, db: u8, key: &[u8]) -> CommandResult<Option<ReplicaCopy>> {
-        Ok(self.local.read_copy(db, key)?.map(|(record, encoded)| ReplicaCopy {
-            record,
-            encoded: Some(encoded),
+        Ok(self.local.read_copy(db, key)?.map(|local| ReplicaCopy {
+            record: local.record,
+            encoded: Some(local.encoded),
         }))
     }
 
