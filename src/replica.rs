@@ -100,6 +100,11 @@ pub enum Mutation {
     Delete,
 }
 
+/// A record as the engine stored it; bytes that do not decode mean a damaged data dir.
+fn decode_stored(bytes: &[u8]) -> Result<Arc<Record>, StorageError> {
+    Record::decode(bytes).map(Arc::new).ok_or(StorageError::Corrupt)
+}
+
 /// The local store of versioned records.
 pub struct Replica {
     engine: Arc<dyn Engine>,
@@ -168,9 +173,7 @@ impl Replica {
         let mut record = Ok(None);
         self.engine.read_with(stored, &mut |bytes| {
             if let Some(bytes) = bytes {
-                record = Record::decode(bytes)
-                    .map(|r| Some(Arc::new(r)))
-                    .ok_or(StorageError::Corrupt);
+                record = decode_stored(bytes).map(Some);
             }
         })?;
         record
@@ -186,13 +189,12 @@ impl Replica {
         let mut loaded = Ok(None);
         self.engine.read_with(stored, &mut |bytes| {
             if let Some(bytes) = bytes {
-                loaded = match Record::decode(bytes) {
-                    Some(record) => Ok(Some(EncodedRecord {
-                        record: Arc::new(record),
+                loaded = decode_stored(bytes).map(|record| {
+                    Some(EncodedRecord {
+                        record,
                         encoded: Bytes::copy_from_slice(bytes),
-                    })),
-                    None => Err(StorageError::Corrupt),
-                };
+                    })
+                });
             }
         })?;
         let loaded: Cached = loaded?;
@@ -288,8 +290,7 @@ impl Replica {
     }
 
     /// [`Replica::merge`] of a copy as it came from a peer ([`Record::encode`] output). A copy whose bytes equal
-    /// the stored ones (a forwarder's copy, a repeated repair) is settled without decoding either, and without the
-    /// key's lock: a write that lands meanwhile supersedes those bytes, so merging them would change nothing.
+    /// the stored ones (a forwarder's copy, a repeated repair) is settled by that comparison, decoding neither.
     pub fn merge_encoded(&self, db: u8, key: &[u8], encoded: &[u8]) -> CommandResult<Option<Record>> {
         let stored = self.stored_key(db, key)?;
         let _guard = self.locks[Self::stripe(&stored)].lock();
@@ -304,11 +305,7 @@ impl Replica {
             let (mut same, mut current) = (false, Ok(None));
             self.engine.read_with(&stored, &mut |held| match held {
                 Some(held) if held == encoded => same = true,
-                Some(held) => {
-                    current = Record::decode(held)
-                        .map(|r| Some(Arc::new(r)))
-                        .ok_or(StorageError::Corrupt)
-                }
+                Some(held) => current = decode_stored(held).map(Some),
                 None => {}
             })?;
             (same, current?)
