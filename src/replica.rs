@@ -291,7 +291,7 @@ impl Replica {
 
     /// [`Replica::merge`] of a copy as it came from a peer ([`Record::encode`] output). A copy whose bytes equal
     /// the stored ones (a forwarder's copy, a repeated repair) is settled by that comparison, decoding neither.
-    pub fn merge_encoded(&self, db: u8, key: &[u8], encoded: &[u8]) -> CommandResult<Option<Record>> {
+    pub fn merge_encoded(&self, db: u8, key: &[u8], encoded: &Bytes) -> CommandResult<Option<Record>> {
         let stored = self.stored_key(db, key)?;
         let _guard = self.locks[Self::stripe(&stored)].lock();
         // One lookup compares the stored bytes and, if they differ, decodes them.
@@ -314,6 +314,17 @@ impl Replica {
             return Ok(None);
         }
         let incoming = Record::decode(encoded).ok_or_else(|| CommandError::Other("malformed record".into()))?;
+        if current.as_deref().is_none_or(|held| held.is_subsumed_by(&incoming)) {
+            // The merge is `incoming`: store its bytes as they came, unless
+            // they encode what is held or an empty record for an absent key.
+            let unchanged =
+                current.as_deref() == Some(&incoming) || (current.is_none() && incoming.siblings.is_empty());
+            if !unchanged {
+                let previous_expiry = current.as_deref().and_then(Record::next_expiry);
+                self.store(stored, previous_expiry, incoming, encoded.clone())?;
+            }
+            return Ok(None);
+        }
         self.merge_locked(stored, current, &incoming)
     }
 
@@ -346,16 +357,30 @@ impl Replica {
         if current.as_deref() == Some(&record) || (current.is_none() && record.siblings.is_empty()) {
             return Ok(diverged);
         }
+        let encoded = Bytes::from(record.encode());
+        self.store(stored, previous_expiry, record, encoded)?;
+        Ok(diverged)
+    }
+
+    /// Writes a merged `record` and its encoding under `stored` (whose lock
+    /// the caller holds), moving its expiry index entry from `previous_expiry`.
+    fn store(
+        &self,
+        stored: Vec<u8>,
+        previous_expiry: Option<u64>,
+        record: Record,
+        encoded: Bytes,
+    ) -> CommandResult<()> {
         let mut ops = Vec::with_capacity(3);
         Self::reindex(previous_expiry, &record, &stored, &mut ops);
-        let encoded = Bytes::from(record.encode());
-        ops.push(BatchOp::Put(Space::Records, stored.clone(), encoded.clone()));
+        let cache_key = self.cache.is_some().then(|| stored.clone());
+        ops.push(BatchOp::Put(Space::Records, stored, encoded.clone()));
         self.commit(ops)?;
-        if self.cache.is_some() {
+        if let Some(cache_key) = cache_key {
             let record = Arc::new(record);
-            self.cache_put(&stored, Some(&EncodedRecord { record, encoded }));
+            self.cache_put(&cache_key, Some(&EncodedRecord { record, encoded }));
         }
-        Ok(diverged)
+        Ok(())
     }
 
     /// Read-modify-write of several keys at once, atomically on this node
@@ -672,7 +697,7 @@ mod tests {
             assert_eq!(here.merge_encoded(0, b"k", &held).expect("merge"), None, "its own copy");
             assert_eq!(here.read_encoded(0, b"k").expect("read"), Some(held.clone()));
 
-            let malformed = here.merge_encoded(0, b"k", b"\xff\xff\xff");
+            let malformed = here.merge_encoded(0, b"k", &Bytes::from_static(b"\xff\xff\xff"));
             assert!(malformed.is_err(), "cache {cache_bytes}");
             assert_eq!(here.read_encoded(0, b"k").expect("read"), Some(held.clone()));
 
@@ -683,6 +708,15 @@ mod tests {
             assert_eq!(diverged.siblings.len(), 2);
             let merged = here.read(0, b"k").expect("read").expect("stored");
             assert_eq!(*merged, diverged);
+
+            // The next version of what it holds: stored as the bytes came, nothing sent back.
+            let merged = here.read_encoded(0, b"k").expect("read").expect("stored");
+            assert_eq!(there.merge_encoded(0, b"k", &merged).expect("merge"), None);
+            put(&there, b"k", b"newest");
+            let newest = there.read_encoded(0, b"k").expect("read").expect("stored");
+            assert_eq!(here.merge_encoded(0, b"k", &newest).expect("merge"), None);
+            assert_eq!(here.read_encoded(0, b"k").expect("read"), Some(newest.clone()));
+            assert_eq!(here.read(0, b"k").expect("read").expect("stored").siblings.len(), 1);
         }
     }
 

@@ -388,6 +388,36 @@ impl Record {
         self.context.join(&other.context);
     }
 
+    /// Whether merging `newer` into this copy gives exactly `newer`: it has
+    /// seen every write this copy has and drops nothing of its own. That is
+    /// replication's common case (the coordinator's next version of what a
+    /// replica holds), where the merge need not be built nor `newer`'s bytes
+    /// encoded again. Agrees with [`Record::merge`] (property-tested).
+    pub fn is_subsumed_by(&self, newer: &Record) -> bool {
+        let context_below = self
+            .context
+            .0
+            .iter()
+            .all(|&(actor, counter)| newer.context.get(actor) >= counter);
+        // Ours: each one newer holds with the content merge keeps, or has superseded.
+        let ours_kept = || {
+            self.siblings
+                .iter()
+                .all(|s| match newer.siblings.binary_search_by_key(&s.dot, |o| o.dot) {
+                    Ok(i) => newer.siblings[i] == *s || content_rank(&newer.siblings[i]) > content_rank(s),
+                    Err(_) => newer.context.covers(s.dot),
+                })
+        };
+        // Theirs: each one we lack must be one we have not seen (else merge drops it).
+        let theirs_kept = || {
+            newer
+                .siblings
+                .iter()
+                .all(|o| self.siblings.binary_search_by_key(&o.dot, |s| s.dot).is_ok() || !self.context.covers(o.dot))
+        };
+        context_below && ours_kept() && theirs_kept()
+    }
+
     /// Live siblings (a value, not expired at `now_ms`) in dot order, which is
     /// the same on every node so replies are deterministic. Does not allocate.
     pub fn live(&self, now_ms: u64) -> impl Iterator<Item = &Sibling> {
@@ -560,6 +590,28 @@ mod tests {
     }
 
     // ---- writes ----------------------------------------------------------
+
+    #[test]
+    fn subsumed_by_the_next_version_but_not_by_an_older_or_concurrent_one() {
+        let mut old = Record::default();
+        old.write(A, &VersionVector::default(), val("v1"), Some(10), 1).unwrap();
+        let mut next = old.clone();
+        next.write(B, &next.context.clone(), val("v2"), None, 2).unwrap();
+        assert!(old.is_subsumed_by(&next), "the coordinator's next version");
+        assert!(Record::default().is_subsumed_by(&next), "a key this copy never held");
+        assert!(!next.is_subsumed_by(&old), "an older copy");
+        let mut concurrent = old.clone();
+        concurrent
+            .write(C, &VersionVector::default(), val("v3"), None, 3)
+            .unwrap();
+        assert!(!concurrent.is_subsumed_by(&next) && !next.is_subsumed_by(&concurrent));
+        // A copy that pruned v1 (expired) keeps its context: merging the
+        // unpruned copy would drop v1 again, so that copy is not the result.
+        let mut pruned = old.clone();
+        pruned.prune(20);
+        assert!(!pruned.is_subsumed_by(&old));
+        assert!(old.is_subsumed_by(&pruned));
+    }
 
     #[test]
     fn write_supersedes_what_ctx_covers() {
@@ -971,6 +1023,22 @@ mod tests {
                     for c in &records {
                         prop_assert_eq!(merged(&ab, c), merged(a, &merged(b, c)));
                     }
+                }
+            }
+        }
+
+        /// `is_subsumed_by` says exactly when a merge would give the newer copy
+        /// back, including over pruned copies and copies that merged each other.
+        #[test]
+        fn prop_subsumed_matches_merge((n, ops) in history_strategy(true)) {
+            let out = run(n, &ops);
+            let mut records = out.replicas;
+            records.extend(out.snapshots.into_iter().take(3));
+            let joined: Vec<Record> = records.iter().flat_map(|a| records.iter().map(|b| merged(a, b))).collect();
+            records.extend(joined);
+            for a in &records {
+                for b in &records {
+                    prop_assert_eq!(a.is_subsumed_by(b), merged(a, b) == *b, "{:?} into {:?}", b, a);
                 }
             }
         }
