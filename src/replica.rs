@@ -314,18 +314,7 @@ impl Replica {
             return Ok(None);
         }
         let incoming = Record::decode(encoded).ok_or_else(|| CommandError::Other("malformed record".into()))?;
-        if current.as_deref().is_none_or(|held| held.is_subsumed_by(&incoming)) {
-            // The merge is `incoming`: store its bytes as they came, unless
-            // they encode what is held or an empty record for an absent key.
-            let unchanged =
-                current.as_deref() == Some(&incoming) || (current.is_none() && incoming.siblings.is_empty());
-            if !unchanged {
-                let previous_expiry = current.as_deref().and_then(Record::next_expiry);
-                self.store(stored, previous_expiry, incoming, encoded.clone())?;
-            }
-            return Ok(None);
-        }
-        self.merge_locked(stored, current, &incoming)
+        self.merge_locked(stored, current, incoming, Some(encoded))
     }
 
     /// Merges another replica's copy of a key into this one (replication,
@@ -335,24 +324,35 @@ impl Replica {
         let stored = self.stored_key(db, key)?;
         let _guard = self.locks[Self::stripe(&stored)].lock();
         let current = self.load(&stored)?;
-        self.merge_locked(stored, current, incoming)
+        self.merge_locked(stored, current, incoming.clone(), None)
     }
 
-    /// [`Replica::merge`] of `incoming` into `current`, the record at storage key `stored`, whose lock the caller
-    /// holds.
+    /// [`Replica::merge`] of `incoming` (and its encoding, if it came as one) into `current`, the record at storage
+    /// key `stored`, whose lock the caller holds.
     fn merge_locked(
         &self,
         stored: Vec<u8>,
         current: Option<Arc<Record>>,
-        incoming: &Record,
+        incoming: Record,
+        encoded: Option<&Bytes>,
     ) -> CommandResult<Option<Record>> {
-        if current.as_deref() == Some(incoming) {
+        if current.as_deref() == Some(&incoming) {
             // The common case of a forwarder's copy: nothing to learn, nothing to copy.
             return Ok(None);
         }
+        let previous_expiry = current.as_deref().and_then(Record::next_expiry);
+        if current.as_deref().is_none_or(|held| held.is_subsumed_by(&incoming)) {
+            // Replication's common case: the merge is `incoming` itself, stored without building it (and as the
+            // bytes came, if it came encoded); nothing to send back.
+            if current.is_none() && incoming.siblings.is_empty() {
+                return Ok(None);
+            }
+            let encoded = encoded.cloned().unwrap_or_else(|| Bytes::from(incoming.encode()));
+            self.store(stored, previous_expiry, incoming, encoded)?;
+            return Ok(None);
+        }
         let mut record = current.as_deref().cloned().unwrap_or_default();
-        let previous_expiry = record.next_expiry();
-        record.merge(incoming);
+        record.merge(&incoming);
         let diverged = (record.siblings != incoming.siblings).then(|| record.clone());
         if current.as_deref() == Some(&record) || (current.is_none() && record.siblings.is_empty()) {
             return Ok(diverged);
