@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use ringkv::config::{Cli, Config};
+use ringkv::config::{Cli, Config, CpuPolicy};
 use tracing_subscriber::EnvFilter;
 
 /// Commands allocate small buffers at a high rate; mimalloc does that in a
@@ -45,6 +45,10 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
+    if let Err(e) = set_cpu_policy(config.server.cpu_policy) {
+        eprintln!("ringkv: cannot set server.cpu_policy: {e}");
+        return ExitCode::FAILURE;
+    }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if config.server.threads > 0 {
         runtime.worker_threads(config.server.threads);
@@ -63,5 +67,34 @@ fn main() -> ExitCode {
             eprintln!("ringkv: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Sets the calling thread's scheduling policy. Called before any other
+/// thread starts: threads inherit it, so it covers the runtime's workers,
+/// the storage engine's and the fsync thread.
+#[cfg(target_os = "linux")]
+fn set_cpu_policy(policy: CpuPolicy) -> std::io::Result<()> {
+    let policy = match policy {
+        CpuPolicy::Normal => return Ok(()),
+        CpuPolicy::Batch => libc::SCHED_BATCH,
+    };
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; `param` outlives the call.
+    if unsafe { libc::sched_setscheduler(0, policy, &param) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_cpu_policy(policy: CpuPolicy) -> std::io::Result<()> {
+    match policy {
+        CpuPolicy::Normal => Ok(()),
+        CpuPolicy::Batch => Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "batch scheduling needs Linux",
+        )),
     }
 }

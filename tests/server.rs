@@ -120,6 +120,40 @@ fn config_get_reflects_the_command_line() {
     raw.expect(&["CONFIG", "GET", "port"], Resp::bulks(&["port", &port]));
 }
 
+/// The scheduling policy (field 41 of `/proc/PID/task/TID/stat`) of each thread of `pid`.
+#[cfg(target_os = "linux")]
+fn thread_policies(pid: u32) -> Vec<u32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("list threads");
+    tasks
+        .map(|task| {
+            let stat = std::fs::read_to_string(task.expect("thread").path().join("stat")).expect("read stat");
+            // Fields 3 onwards follow the command name's closing parenthesis.
+            let after_name = &stat[stat.rfind(')').expect("comm") + 2..];
+            after_name
+                .split(' ')
+                .nth(41 - 3)
+                .expect("policy field")
+                .parse()
+                .expect("number")
+        })
+        .collect()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn cpu_policy_batch_schedules_every_thread_as_batch() {
+    const SCHED_OTHER: u32 = 0;
+    const SCHED_BATCH: u32 = 3;
+    let batch = Server::start(&["--cpu-policy", "batch"]);
+    batch.raw().expect(&["SET", "k", "v"], Resp::ok());
+    let policies = thread_policies(batch.pid());
+    assert!(policies.len() > 1, "{policies:?}");
+    assert!(policies.iter().all(|&p| p == SCHED_BATCH), "{policies:?}");
+    let normal = Server::start(&[]);
+    let policies = thread_policies(normal.pid());
+    assert!(policies.iter().all(|&p| p == SCHED_OTHER), "{policies:?}");
+}
+
 #[test]
 fn config_set_timeout_takes_effect() {
     let (server, mut raw) = common::start();
