@@ -101,16 +101,6 @@ pub enum CpuPolicy {
     Batch,
 }
 
-impl CpuPolicy {
-    /// The name used in config files.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CpuPolicy::Normal => "normal",
-            CpuPolicy::Batch => "batch",
-        }
-    }
-}
-
 /// How a read that finds concurrent values answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]

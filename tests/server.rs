@@ -120,13 +120,14 @@ fn config_get_reflects_the_command_line() {
     raw.expect(&["CONFIG", "GET", "port"], Resp::bulks(&["port", &port]));
 }
 
-/// The scheduling policy (field 41 of `/proc/PID/task/TID/stat`) of each thread of `pid`.
+/// The scheduling policy (field 41 of `/proc/PID/task/TID/stat`) of each thread of `pid`; a thread that ended
+/// while they were listed is left out.
 #[cfg(target_os = "linux")]
 fn thread_policies(pid: u32) -> Vec<u32> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("list threads");
     tasks
-        .map(|task| {
-            let stat = std::fs::read_to_string(task.expect("thread").path().join("stat")).expect("read stat");
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("stat")).ok())
+        .map(|stat| {
             // Fields 3 onwards follow the command name's closing parenthesis.
             let after_name = &stat[stat.rfind(')').expect("comm") + 2..];
             after_name
