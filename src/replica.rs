@@ -5,6 +5,7 @@
 //! striped per-key lock that is never held across an await. The expiry index
 //! lets the active sweep find due records without scanning everything.
 
+use std::borrow::Cow;
 use std::ops::{ControlFlow, RangeInclusive};
 use std::sync::Arc;
 
@@ -314,7 +315,7 @@ impl Replica {
             return Ok(None);
         }
         let incoming = Record::decode(encoded).ok_or_else(|| CommandError::Other("malformed record".into()))?;
-        self.merge_locked(stored, current, incoming, Some(encoded))
+        self.merge_locked(stored, current, Cow::Owned(incoming), Some(encoded))
     }
 
     /// Merges another replica's copy of a key into this one (replication,
@@ -324,19 +325,19 @@ impl Replica {
         let stored = self.stored_key(db, key)?;
         let _guard = self.locks[Self::stripe(&stored)].lock();
         let current = self.load(&stored)?;
-        self.merge_locked(stored, current, incoming.clone(), None)
+        self.merge_locked(stored, current, Cow::Borrowed(incoming), None)
     }
 
     /// [`Replica::merge`] of `incoming` (and its encoding, if it came as one) into `current`, the record at storage
-    /// key `stored`, whose lock the caller holds.
+    /// key `stored`, whose lock the caller holds. A borrowed `incoming` is copied only if it is stored as it is.
     fn merge_locked(
         &self,
         stored: Vec<u8>,
         current: Option<Arc<Record>>,
-        incoming: Record,
+        incoming: Cow<'_, Record>,
         encoded: Option<&Bytes>,
     ) -> CommandResult<Option<Record>> {
-        if current.as_deref() == Some(&incoming) {
+        if current.as_deref() == Some(&*incoming) {
             // The common case of a forwarder's copy: nothing to learn, nothing to copy.
             return Ok(None);
         }
@@ -348,7 +349,7 @@ impl Replica {
                 return Ok(None);
             }
             let encoded = encoded.cloned().unwrap_or_else(|| Bytes::from(incoming.encode()));
-            self.store(stored, previous_expiry, incoming, encoded)?;
+            self.store(stored, previous_expiry, incoming.into_owned(), encoded)?;
             return Ok(None);
         }
         let mut record = current.as_deref().cloned().unwrap_or_default();
