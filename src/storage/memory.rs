@@ -15,13 +15,13 @@
 //! a time: maps are visited in slot order and a storage key begins with its
 //! slot, so keys still come out in storage-key order.
 
-use std::borrow::Borrow;
-use std::collections::{BTreeMap, HashSet};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::collections::BTreeMap;
+use std::hash::BuildHasher;
 use std::ops::{Bound, ControlFlow};
 use std::sync::OnceLock;
 
 use bytes::Bytes;
+use hashbrown::hash_table::{self, Entry as Slot, HashTable};
 use parking_lot::RwLock;
 
 use super::{BatchOp, Engine, Space, StorageError, Value, Visitor};
@@ -61,28 +61,20 @@ impl Entry {
     pub(super) fn value(&self) -> &[u8] {
         &self.0[4 + self.key_len()..]
     }
-}
 
-// An entry is found by its key alone: hashing and equality look at nothing else.
-impl Borrow<[u8]> for Entry {
-    fn borrow(&self) -> &[u8] {
-        self.key()
+    /// Replaces the value, in place when it has the old one's length: a
+    /// rewritten record usually does (same value size, same clock entries),
+    /// and a fresh allocation plus freeing the old one is two cold cache
+    /// lines in the allocator on every write.
+    fn set_value(&mut self, value: &[u8]) {
+        let start = 4 + self.key_len();
+        if self.0.len() - start == value.len() {
+            self.0[start..].copy_from_slice(value);
+        } else {
+            *self = Entry::new(self.key(), value);
+        }
     }
 }
-
-impl Hash for Entry {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.key().hash(state);
-    }
-}
-
-impl PartialEq for Entry {
-    fn eq(&self, other: &Entry) -> bool {
-        self.key() == other.key()
-    }
-}
-
-impl Eq for Entry {}
 
 /// The process's one random hash seed (keys come from clients: HashDoS), kept
 /// out of the maps so each map's header is 32 bytes, not 64.
@@ -98,8 +90,48 @@ impl BuildHasher for Seeded {
     }
 }
 
-/// The records of one group of slots.
-type RecordMap = HashSet<Entry, Seeded>;
+/// The records of one group of slots: a hash table of entries found by their
+/// key alone (hashbrown's, not std's set, so an entry can be overwritten in
+/// place; the hasher lives in [`Seeded`], keeping the header at 32 bytes).
+#[derive(Default)]
+pub(super) struct RecordMap(HashTable<Entry>);
+
+impl RecordMap {
+    fn hash(key: &[u8]) -> u64 {
+        Seeded.hash_one(key)
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&Entry> {
+        self.0.find(Self::hash(key), |entry| entry.key() == key)
+    }
+
+    fn put(&mut self, key: &[u8], value: &[u8]) {
+        match self.0.entry(
+            Self::hash(key),
+            |entry| entry.key() == key,
+            |entry| Self::hash(entry.key()),
+        ) {
+            Slot::Occupied(mut slot) => slot.get_mut().set_value(value),
+            Slot::Vacant(slot) => {
+                slot.insert(Entry::new(key, value));
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &[u8]) {
+        if let Ok(slot) = self.0.find_entry(Self::hash(key), |entry| entry.key() == key) {
+            slot.remove();
+        }
+    }
+
+    fn iter(&self) -> hash_table::Iter<'_, Entry> {
+        self.0.iter()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 /// A record map on a cache line of its own, with its lock.
 #[repr(align(64))]
@@ -157,10 +189,7 @@ impl MemoryEngine {
     pub(super) fn put(&self, space: Space, key: &[u8], value: &[u8]) {
         match space {
             Space::Records => {
-                self.records[Self::map_of(key)]
-                    .0
-                    .write()
-                    .replace(Entry::new(key, value));
+                self.records[Self::map_of(key)].0.write().put(key, value);
             }
             Space::Expiry => {
                 self.expiry.write().insert(key.to_vec(), Bytes::copy_from_slice(value));
@@ -172,8 +201,10 @@ impl MemoryEngine {
     pub(super) fn remove(&self, space: Space, key: &[u8]) {
         match space {
             Space::Records => self.records[Self::map_of(key)].0.write().remove(key),
-            Space::Expiry => self.expiry.write().remove(key).is_some(),
-        };
+            Space::Expiry => {
+                self.expiry.write().remove(key);
+            }
+        }
     }
 
     /// Visits the records of one map from `from` on, sorted.
@@ -327,6 +358,11 @@ mod tests {
             Some(&b"other"[..]),
             "overwritten, not added"
         );
+        engine.put(Space::Records, b"\x00\x01k", b"longer value");
+        engine.put(Space::Records, b"\x00\x01", b"grown");
+        assert_eq!(read(b"\x00\x01k").as_deref(), Some(&b"longer value"[..]));
+        assert_eq!(read(b"\x00\x01").as_deref(), Some(&b"grown"[..]));
+        engine.put(Space::Records, b"\x00\x01k", b"other");
         let mut seen = None;
         engine
             .read_with(b"\x00\x01k", &mut |value| seen = value.map(<[u8]>::to_vec))
