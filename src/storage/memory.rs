@@ -3,11 +3,11 @@
 //! engine (`log.rs`) adds an append-only log in front of it.
 //!
 //! A lookup is a few cache misses, and they are most of its cost: the map's
-//! lock, its control bytes, the bucket, then the key to compare and the value.
+//! lock, the slot (`record_map.rs`), then the key to compare and the value.
 //! So each entry is one allocation holding its key and then its value (the
-//! key that is compared brings the value into the cache with it), buckets are
-//! a pointer each, and the maps' locks and headers fit the L2 cache: 1024
-//! maps of 16 slots each, 64 bytes apiece.
+//! key that is compared brings the value into the cache with it), and the
+//! maps' locks and headers fit the L2 cache: 1024 maps of 16 slots each, 64
+//! bytes apiece. A record rewritten at its old length is overwritten in place.
 //!
 //! Records are looked up far more often than scanned, so a map is a hash map
 //! (one hash and one comparison per lookup, where an ordered map compares
@@ -17,12 +17,11 @@
 
 use std::collections::BTreeMap;
 use std::ops::{Bound, ControlFlow};
-use std::sync::OnceLock;
 
 use bytes::Bytes;
-use hashbrown::hash_table::{self, Entry as Slot, HashTable};
 use parking_lot::RwLock;
 
+use super::record_map::RecordMap;
 use super::{BatchOp, Engine, Space, StorageError, Value, Visitor};
 use crate::cluster::slot::SLOTS;
 
@@ -36,7 +35,7 @@ const MAPS: usize = SLOTS as usize / SLOTS_PER_MAP;
 pub(super) struct Entry(Box<[u8]>);
 
 impl Entry {
-    fn new(key: &[u8], value: &[u8]) -> Entry {
+    pub(super) fn new(key: &[u8], value: &[u8]) -> Entry {
         let mut bytes = Vec::with_capacity(4 + key.len() + value.len());
         // Keys longer than u32::MAX are refused before they get here (`max_key_len`).
         bytes.extend_from_slice(&(key.len() as u32).to_le_bytes());
@@ -65,60 +64,13 @@ impl Entry {
     /// rewritten record usually does (same value size, same clock entries),
     /// and a fresh allocation plus freeing the old one is two cold cache
     /// lines in the allocator on every write.
-    fn set_value(&mut self, value: &[u8]) {
+    pub(super) fn set_value(&mut self, value: &[u8]) {
         let start = 4 + self.key_len();
         if self.0.len() - start == value.len() {
             self.0[start..].copy_from_slice(value);
         } else {
             *self = Entry::new(self.key(), value);
         }
-    }
-}
-
-/// The records of one group of slots: a hash table of entries found by their
-/// key alone (hashbrown's, not std's set, so an entry can be overwritten in
-/// place).
-#[derive(Default)]
-pub(super) struct RecordMap(HashTable<Entry>);
-
-impl RecordMap {
-    /// Keys come from clients (HashDoS), so they are hashed with the
-    /// process's one random seed, kept out of the maps: each map's header
-    /// is 32 bytes, half a cache line.
-    fn hash(key: &[u8]) -> u64 {
-        static SEED: OnceLock<ahash::RandomState> = OnceLock::new();
-        SEED.get_or_init(ahash::RandomState::new).hash_one(key)
-    }
-
-    fn get(&self, key: &[u8]) -> Option<&Entry> {
-        self.0.find(Self::hash(key), |entry| entry.key() == key)
-    }
-
-    fn put(&mut self, key: &[u8], value: &[u8]) {
-        match self.0.entry(
-            Self::hash(key),
-            |entry| entry.key() == key,
-            |entry| Self::hash(entry.key()),
-        ) {
-            Slot::Occupied(mut slot) => slot.get_mut().set_value(value),
-            Slot::Vacant(slot) => {
-                slot.insert(Entry::new(key, value));
-            }
-        }
-    }
-
-    fn remove(&mut self, key: &[u8]) {
-        if let Ok(slot) = self.0.find_entry(Self::hash(key), |entry| entry.key() == key) {
-            slot.remove();
-        }
-    }
-
-    fn iter(&self) -> hash_table::Iter<'_, Entry> {
-        self.0.iter()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 }
 

@@ -10,6 +10,7 @@ mod durability;
 mod log;
 mod log_frame;
 mod memory;
+mod record_map;
 
 use std::ops::ControlFlow;
 use std::path::Path;
