@@ -9,9 +9,9 @@
 //! looked (a per-shard version), so a slow reader can never put back a value
 //! older than one a writer already cached.
 
+use ahash::AHashMap;
 use parking_lot::Mutex;
 
-use crate::storage::keyed_table::{hash_key, Keyed, KeyedTable};
 use crate::version::EncodedRecord;
 
 const SHARDS: usize = 256;
@@ -38,26 +38,13 @@ pub enum Lookup<T> {
 
 /// Proof of when a reader missed, so a stale fill is refused.
 pub struct FillToken {
-    hash: u64,
     shard: usize,
     version: u64,
 }
 
-/// A key and what the cache holds for it.
-struct CacheEntry {
-    key: Box<[u8]>,
-    record: Cached,
-}
-
-impl Keyed for CacheEntry {
-    fn key(&self) -> &[u8] {
-        &self.key
-    }
-}
-
 #[derive(Default)]
 struct Shard {
-    map: KeyedTable<CacheEntry>,
+    map: AHashMap<Box<[u8]>, Cached>,
     bytes: usize,
     version: u64,
 }
@@ -66,6 +53,7 @@ struct Shard {
 pub struct RecordCache {
     shards: Box<[Mutex<Shard>]>,
     budget_per_shard: usize,
+    hasher: ahash::RandomState,
 }
 
 fn cost(key: &[u8], record: &Cached) -> usize {
@@ -87,25 +75,22 @@ impl RecordCache {
         RecordCache {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             budget_per_shard: (budget_bytes / SHARDS).max(1),
+            hasher: ahash::RandomState::new(),
         }
     }
 
-    /// The shard of a key with hash `hash`: by the hash's high bits, as its
-    /// low bits pick the slot within the shard's table.
-    fn shard_of(hash: u64) -> usize {
-        (hash >> 56) as usize % SHARDS
+    fn shard_of(&self, key: &[u8]) -> usize {
+        (self.hasher.hash_one(key) as usize) % SHARDS
     }
 
     /// Looks `key` up and takes what the caller needs of its record (each part it clones is a reference count
     /// touched, and a cache line with it).
     pub fn get<T>(&self, key: &[u8], take: impl FnOnce(&EncodedRecord) -> T) -> Lookup<T> {
-        let hash = hash_key(key);
-        let index = Self::shard_of(hash);
+        let index = self.shard_of(key);
         let shard = self.shards[index].lock();
-        match shard.map.get(hash, key) {
-            Some(entry) => Lookup::Hit(entry.record.as_ref().map(take)),
+        match shard.map.get(key) {
+            Some(record) => Lookup::Hit(record.as_ref().map(take)),
             None => Lookup::Miss(FillToken {
-                hash,
                 shard: index,
                 version: shard.version,
             }),
@@ -116,32 +101,22 @@ impl RecordCache {
     pub fn fill(&self, token: FillToken, key: &[u8], record: Cached) {
         let mut shard = self.shards[token.shard].lock();
         if shard.version == token.version {
-            self.insert(&mut shard, token.hash, key, record);
+            self.insert(&mut shard, key, record);
         }
     }
 
     /// Records what a writer just stored (`None`: the key was removed).
     pub fn put(&self, key: &[u8], record: Cached) {
-        let hash = hash_key(key);
-        let mut shard = self.shards[Self::shard_of(hash)].lock();
+        let mut shard = self.shards[self.shard_of(key)].lock();
         shard.version += 1;
-        self.insert(&mut shard, hash, key, record);
+        self.insert(&mut shard, key, record);
     }
 
-    fn insert(&self, shard: &mut Shard, hash: u64, key: &[u8], record: Cached) {
+    fn insert(&self, shard: &mut Shard, key: &[u8], record: Cached) {
         let added = cost(key, &record);
-        let replaced = match shard.map.get_mut(hash, key) {
-            Some(entry) => Some(std::mem::replace(&mut entry.record, record)),
-            None => {
-                shard.map.insert_absent(
-                    hash,
-                    CacheEntry {
-                        key: key.into(),
-                        record,
-                    },
-                );
-                None
-            }
+        let replaced = match shard.map.get_mut(key) {
+            Some(slot) => Some(std::mem::replace(slot, record)),
+            None => shard.map.insert(key.into(), record),
         };
         if let Some(old) = replaced {
             shard.bytes -= cost(key, &old);

@@ -3,7 +3,7 @@
 //! engine (`log.rs`) adds an append-only log in front of it.
 //!
 //! A lookup is a few cache misses, and they are most of its cost: the map's
-//! lock, the slot (`keyed_table.rs`), then the key to compare and the value.
+//! lock, the slot (`record_map.rs`), then the key to compare and the value.
 //! So each entry is one allocation holding its key and then its value (the
 //! key that is compared brings the value into the cache with it), and the
 //! maps' locks and headers fit the L2 cache: 1024 maps of 16 slots each, 64
@@ -21,7 +21,7 @@ use std::ops::{Bound, ControlFlow};
 use bytes::Bytes;
 use parking_lot::RwLock;
 
-use super::keyed_table::{hash_key, Keyed, KeyedTable};
+use super::record_map::RecordMap;
 use super::{BatchOp, Engine, Space, StorageError, Value, Visitor};
 use crate::cluster::slot::SLOTS;
 
@@ -71,16 +71,6 @@ impl Entry {
         } else {
             *self = Entry::new(self.key(), value);
         }
-    }
-}
-
-/// The records of one group of slots.
-type RecordMap = KeyedTable<Entry>;
-
-// An entry is found by its key alone.
-impl Keyed for Entry {
-    fn key(&self) -> &[u8] {
-        Entry::key(self)
     }
 }
 
@@ -140,12 +130,7 @@ impl MemoryEngine {
     pub(super) fn put(&self, space: Space, key: &[u8], value: &[u8]) {
         match space {
             Space::Records => {
-                let hash = hash_key(key);
-                let mut map = self.records[Self::map_of(key)].0.write();
-                match map.get_mut(hash, key) {
-                    Some(entry) => entry.set_value(value),
-                    None => map.insert_absent(hash, Entry::new(key, value)),
-                }
+                self.records[Self::map_of(key)].0.write().put(key, value);
             }
             Space::Expiry => {
                 self.expiry.write().insert(key.to_vec(), Bytes::copy_from_slice(value));
@@ -156,10 +141,7 @@ impl MemoryEngine {
     /// Removes one entry if present.
     pub(super) fn remove(&self, space: Space, key: &[u8]) {
         match space {
-            Space::Records => {
-                let hash = hash_key(key);
-                self.records[Self::map_of(key)].0.write().remove(hash, key);
-            }
+            Space::Records => self.records[Self::map_of(key)].0.write().remove(key),
             Space::Expiry => {
                 self.expiry.write().remove(key);
             }
@@ -186,17 +168,15 @@ impl MemoryEngine {
 
 impl Engine for MemoryEngine {
     fn get(&self, key: &[u8]) -> Result<Option<Value>, StorageError> {
-        let hash = hash_key(key);
         let map = self.records[Self::map_of(key)].0.read();
         Ok(map
-            .get(hash, key)
+            .get(key)
             .map(|entry| Value::Bytes(Bytes::copy_from_slice(entry.value()))))
     }
 
     fn read_with(&self, key: &[u8], read: &mut dyn FnMut(Option<&[u8]>)) -> Result<(), StorageError> {
-        let hash = hash_key(key);
         let map = self.records[Self::map_of(key)].0.read();
-        read(map.get(hash, key).map(Entry::value));
+        read(map.get(key).map(Entry::value));
         Ok(())
     }
 

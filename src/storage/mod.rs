@@ -7,10 +7,10 @@
 
 mod disk;
 mod durability;
-pub(crate) mod keyed_table;
 mod log;
 mod log_frame;
 mod memory;
+mod record_map;
 
 use std::ops::ControlFlow;
 use std::path::Path;
