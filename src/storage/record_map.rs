@@ -63,6 +63,7 @@ impl RecordMap {
         }
     }
 
+    /// The entry of `key`, if present.
     pub(super) fn get(&self, key: &[u8]) -> Option<&Entry> {
         let at = self.position(Self::hash(key), key)?;
         self.slots[at].entry.as_ref()
@@ -107,6 +108,7 @@ impl RecordMap {
         }
     }
 
+    /// Removes the entry of `key`, if present.
     pub(super) fn remove(&mut self, key: &[u8]) {
         let Some(mut hole) = self.position(Self::hash(key), key) else {
             return;
@@ -123,17 +125,19 @@ impl RecordMap {
                 return;
             }
             let home = self.slots[at].hash as usize & mask;
-            if at.wrapping_sub(home) & mask >= at.wrapping_sub(hole) & mask {
+            if (at.wrapping_sub(home) & mask) >= (at.wrapping_sub(hole) & mask) {
                 self.slots.swap(hole, at);
                 hole = at;
             }
         }
     }
 
+    /// Every entry, in no order (scans sort them).
     pub(super) fn iter(&self) -> Entries<'_> {
         self.slots.iter().filter_map(|slot| slot.entry.as_ref())
     }
 
+    /// Whether the map holds no entry.
     pub(super) fn is_empty(&self) -> bool {
         self.len == 0
     }
