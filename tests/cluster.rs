@@ -160,6 +160,59 @@ fn a_pipeline_forwards_its_writes_to_each_coordinator_in_few_messages() {
     other.expect(&["GET", "w:60"], Resp::bulk("fresh"));
 }
 
+/// A counter summed over every node's CLUSTER INFO.
+fn cluster_total(cluster: &Cluster, name: &str) -> u64 {
+    cluster
+        .nodes
+        .iter()
+        .map(|node| cluster_counter(&mut node.raw(), name))
+        .sum()
+}
+
+#[test]
+fn a_pipeline_replicates_its_writes_in_one_message_per_replica() {
+    let cluster = Cluster::start(3, &[]);
+    let (records, messages) = (
+        cluster_total(&cluster, "ringkv_replicated"),
+        cluster_total(&cluster, "ringkv_replication_messages"),
+    );
+    let mut raw = cluster.node(0).raw();
+    let mut bytes = Vec::new();
+    for i in 0..60 {
+        bytes.extend(common::encode(&["SET", &format!("r:{i}"), &format!("v{i}")]));
+    }
+    // W = 3: each write waits for both other replicas, through the batches.
+    bytes.extend(common::encode(&["CONSISTENCY", "WRITE", "ALL"]));
+    for i in 0..60 {
+        bytes.extend(common::encode(&["SET", &format!("r:{i}"), &format!("w{i}")]));
+    }
+    raw.send(&bytes);
+    for _ in 0..121 {
+        assert_eq!(raw.read_reply(), Resp::ok());
+    }
+    let records = cluster_total(&cluster, "ringkv_replicated") - records;
+    let messages = cluster_total(&cluster, "ringkv_replication_messages") - messages;
+    assert!(
+        records >= 120,
+        "every write reaches the replicas not handed it back: {records}"
+    );
+    assert!(
+        messages * 4 <= records,
+        "{records} records replicated in {messages} messages"
+    );
+    // Every replica holds every write, on its own (R = 1).
+    for node in &cluster.nodes {
+        let mut alone = node.raw();
+        alone.expect(&["CONSISTENCY", "READ", "ONE"], Resp::ok());
+        for i in 0..60 {
+            let key = format!("r:{i}");
+            wait_until(CONVERGE, &format!("{key} replicated"), || {
+                alone.cmd(&["GET", &key]) == Resp::bulk(format!("w{i}"))
+            });
+        }
+    }
+}
+
 #[test]
 fn cluster_commands_describe_the_ring() {
     let cluster = Cluster::start(3, &[]);

@@ -19,7 +19,7 @@ use std::future::Future;
 use ahash::AHashSet;
 use bytes::Bytes;
 
-use super::messages::{Handed, KeyCopy};
+use super::messages::{KeyCopy, Written};
 use super::ring::MemberIndex;
 use crate::replica::Replica;
 
@@ -33,7 +33,7 @@ struct Forwarder {
     db: u8,
     /// Keys whose copy the forwarder sent and this node merged (a set: MSET of one hash tag has thousands).
     keys: AHashSet<Bytes>,
-    handed: RefCell<Vec<Handed>>,
+    handed: RefCell<Vec<Written>>,
 }
 
 /// Runs `command` (forwarded by `from` with its `copies` of keys in `db`) with `from` as the forwarder; returns its
@@ -44,7 +44,7 @@ pub async fn serve<T>(
     db: u8,
     copies: Vec<KeyCopy>,
     command: impl Future<Output = T>,
-) -> (T, Vec<Handed>) {
+) -> (T, Vec<Written>) {
     let mut keys = AHashSet::with_capacity(copies.len());
     for copy in copies {
         let merged = match &copy.record {
@@ -94,7 +94,7 @@ pub fn hand_back(db: u8, key: &[u8], record: Bytes) {
         if handed.last().is_some_and(|h| h.db == db && h.key == key) {
             handed.pop();
         }
-        handed.push(Handed {
+        handed.push(Written {
             db,
             key: Bytes::copy_from_slice(key),
             record,

@@ -52,6 +52,9 @@ pub enum PeerRequest {
     /// Answered at once: everything sent on the link before it has been
     /// handled (merges are applied as they are read).
     Fence,
+    /// [`PeerRequest::Merge`] of each record, answered in one [`PeerResponse::Batch`] in order: the replication of a
+    /// pipeline's writes costs one message each way per replica (see `cluster::merge_batch`).
+    MergeBatch(Vec<Written>),
 }
 
 /// A command forwarded to the coordinator of its keys, with the client's
@@ -96,9 +99,10 @@ pub struct KeyCopy {
     pub record: Option<Bytes>,
 }
 
-/// A record the coordinator wrote, handed back to the forwarder (a replica of its key) with the reply.
+/// A record a coordinator wrote, with its key: handed back to the forwarder (a replica of the key) with the reply,
+/// or sent to another replica in a [`PeerRequest::MergeBatch`].
 #[derive(Debug, Serialize, Deserialize)]
-pub struct Handed {
+pub struct Written {
     /// Database.
     pub db: u8,
     /// User key.
@@ -157,9 +161,9 @@ pub enum PeerResponse {
         /// The reply.
         reply: WireReply,
         /// The records, in the order written.
-        records: Vec<Handed>,
+        records: Vec<Written>,
     },
-    /// The answers to a [`PeerRequest::ForwardBatch`], in its order.
+    /// The answers to a [`PeerRequest::ForwardBatch`] or a [`PeerRequest::MergeBatch`], in its order.
     Batch(Vec<PeerResponse>),
     /// The encoded records of a [`PeerRequest::ReadBatch`]'s keys, in its order.
     Records(Vec<Option<Bytes>>),

@@ -4,6 +4,7 @@
 pub mod coordinator;
 pub mod handback;
 pub mod membership;
+pub mod merge_batch;
 pub mod messages;
 pub mod preread;
 pub mod ring;

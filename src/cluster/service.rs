@@ -72,18 +72,27 @@ impl PeerService {
                 .map(|key| self.replica.read_encoded(db, key))
                 .collect::<CommandResult<_>>()
                 .map(PeerResponse::Records),
-            PeerRequest::Merge { db, key, record } => {
-                self.replica
-                    .merge_encoded(db, &key, &record)
-                    .map(|diverged| match diverged {
-                        None => PeerResponse::Ack,
-                        Some(merged) => PeerResponse::Diverged(Bytes::from(merged.encode())),
-                    })
-            }
+            PeerRequest::Merge { db, key, record } => Ok(self.merge(db, &key, &record)),
+            PeerRequest::MergeBatch(merges) => Ok(PeerResponse::Batch(
+                merges
+                    .iter()
+                    .map(|merge| self.merge(merge.db, &merge.key, &merge.record))
+                    .collect(),
+            )),
             PeerRequest::Fence => Ok(PeerResponse::Ack),
             _ => return PeerResponse::Error("ERR not a request for the local copy".into()),
         };
         answer.unwrap_or_else(|e| PeerResponse::Error(e.to_string()))
+    }
+
+    /// Merges another replica's copy of `key` into the local one: `Ack`, or `Diverged` with the merged copy if the
+    /// local one held versions the sender lacked.
+    fn merge(&self, db: u8, key: &[u8], record: &Bytes) -> PeerResponse {
+        match self.replica.merge_encoded(db, key, record) {
+            Ok(None) => PeerResponse::Ack,
+            Ok(Some(merged)) => PeerResponse::Diverged(Bytes::from(merged.encode())),
+            Err(e) => PeerResponse::Error(e.to_string()),
+        }
     }
 }
 
@@ -97,6 +106,7 @@ impl Service for PeerService {
             local @ (PeerRequest::Read { .. }
             | PeerRequest::ReadBatch { .. }
             | PeerRequest::Merge { .. }
+            | PeerRequest::MergeBatch(_)
             | PeerRequest::Fence) => Ok(self.answer_locally(local)),
             other => Err(other),
         }
@@ -106,8 +116,12 @@ impl Service for PeerService {
         let answer = match request {
             PeerRequest::Forward(command) => return self.coordinate(from, command).await,
             PeerRequest::ForwardBatch(commands) => {
-                let runs = commands.into_iter().map(|command| self.coordinate(from, command));
-                return PeerResponse::Batch(join_all(runs).await);
+                let runs = join_all(commands.into_iter().map(|command| self.coordinate(from, command)));
+                let answers = match self.node() {
+                    Some(node) => node.coordinator.batching(runs).await,
+                    None => runs.await,
+                };
+                return PeerResponse::Batch(answers);
             }
             // Scans of the whole store: other tasks move to another worker meanwhile.
             PeerRequest::Keys(query) => {
@@ -125,6 +139,7 @@ impl Service for PeerService {
             local @ (PeerRequest::Read { .. }
             | PeerRequest::ReadBatch { .. }
             | PeerRequest::Merge { .. }
+            | PeerRequest::MergeBatch(_)
             | PeerRequest::Fence) => return self.answer_locally(local),
         };
         answer.unwrap_or_else(|e| PeerResponse::Error(e.to_string()))

@@ -214,13 +214,16 @@ fn info(ctx: &Ctx<'_>) -> String {
          cluster_slots_fail:{}\r\ncluster_known_nodes:{members}\r\ncluster_size:{members}\r\n\
          cluster_current_epoch:1\r\ncluster_my_epoch:1\r\nringkv_reachable_nodes:{reachable}\r\n\
          ringkv_replicas:{}\r\nringkv_read_quorum:{read}\r\nringkv_write_quorum:{write}\r\n\
-         ringkv_forwarded:{}\r\nringkv_forward_messages:{}\r\nringkv_handed_back:{}\r\nringkv_read_repairs:{}\r\nringkv_quorum_failures:{}\r\n",
+         ringkv_forwarded:{}\r\nringkv_forward_messages:{}\r\nringkv_handed_back:{}\r\nringkv_replicated:{}\r\n\
+         ringkv_replication_messages:{}\r\nringkv_read_repairs:{}\r\nringkv_quorum_failures:{}\r\n",
         if ok == usize::from(SLOTS) { "ok" } else { "fail" },
         usize::from(SLOTS) - ok,
         ring.replicas(),
         load(&stats.forwarded),
         load(&stats.forward_messages),
         load(&stats.handed_back),
+        load(&stats.replicated),
+        load(&stats.replication_messages),
         load(&stats.read_repairs),
         load(&stats.quorum_failures),
     )

@@ -238,13 +238,13 @@ async fn run_group(node: &Arc<Node>, session: &mut Session, group: Vec<Vec<Bytes
             let prepared = prepared?;
             Some(async move { (i, commands::perform(node, fork, prepared).await) })
         });
-    let run_here = async {
+    let run_here = coordinator.batching(async {
         if reads.len() < 2 {
             return join_all(runs).await;
         }
         let answers = coordinator.read_many(scope, &reads).await;
         preread::scope(scope.db, reads, answers, join_all(runs)).await
-    };
+    });
     let (ran, forwarded) = join(run_here, join_all(forwards)).await;
     for (i, reply) in ran {
         replies[i] = reply;

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 
 use super::{Coordinator, Peers};
-use crate::cluster::messages::{Forwarded, Handed, KeyCopy, PeerRequest, PeerResponse};
+use crate::cluster::messages::{Forwarded, KeyCopy, PeerRequest, PeerResponse, Written};
 use crate::cluster::ring::MemberIndex;
 use crate::cluster::slot::key_slot;
 use crate::error::{CommandError, CommandResult};
@@ -131,7 +131,7 @@ impl Coordinator {
     /// Stores the records a coordinator handed back; the write's reply waits
     /// for them, as they count towards its W. A copy that turns out to hold
     /// versions the coordinator's lacks (a concurrent repair) goes back to it.
-    fn take_back(&self, peers: &Peers, from: MemberIndex, records: Vec<Handed>) -> CommandResult<()> {
+    fn take_back(&self, peers: &Peers, from: MemberIndex, records: Vec<Written>) -> CommandResult<()> {
         for handed in records {
             Stats::bump(&self.stats.handed_back);
             if let Some(merged) = self.local.merge_encoded(handed.db, &handed.key, &handed.record)? {

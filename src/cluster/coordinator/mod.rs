@@ -23,20 +23,22 @@
 mod forward;
 mod reads;
 
+use std::future::Future;
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::future::join_all;
+use futures_util::future::{join_all, Either};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::Notify;
 
 use crate::clock::now_ms;
 use crate::cluster::handback;
 use crate::cluster::membership::Membership;
-use crate::cluster::messages::{KeysAnswer, KeysQuery, PeerRequest, PeerResponse};
+use crate::cluster::merge_batch::{self, MergeAnswer};
+use crate::cluster::messages::{KeysAnswer, KeysQuery, PeerRequest, PeerResponse, Written};
 use crate::cluster::ring::MemberIndex;
 use crate::cluster::service::PeerService;
 use crate::cluster::slot::{key_slot, SLOTS};
@@ -77,6 +79,10 @@ pub struct ClusterStats {
     pub forward_messages: AtomicU64,
     /// Records a coordinator handed back with a forwarded command's reply.
     pub handed_back: AtomicU64,
+    /// Records a coordinator sent to the other replicas of their keys, one per replica.
+    pub replicated: AtomicU64,
+    /// Messages that carried them (a pipeline's to one replica share one).
+    pub replication_messages: AtomicU64,
     /// Copies sent to repair a stale or missing replica.
     pub read_repairs: AtomicU64,
     /// Operations refused for lack of a quorum.
@@ -178,6 +184,18 @@ impl Coordinator {
     /// Whether this node has peers.
     pub fn is_clustered(&self) -> bool {
         self.peers.is_some()
+    }
+
+    /// Runs `writes` (a pipeline's, or a forwarded batch's) with the records they replicate sent in one message
+    /// per replica (see [`merge_batch`]). Counted in flight meanwhile: the merges it tells go when it ends.
+    pub async fn batching<T>(&self, writes: impl Future<Output = T>) -> T {
+        match &self.peers {
+            Some(peers) => {
+                let _in_flight = self.in_flight.enter();
+                merge_batch::scope(peers.bus.clone(), peers.timeout, self.stats.clone(), writes).await
+            }
+            None => writes.await,
+        }
     }
 
     /// The (R, W) an operation in `scope` waits for, capped at N.
@@ -310,7 +328,12 @@ impl Coordinator {
                 .as_ref()
                 .map(|record| self.replicate(peers, scope.db, key, &record.encoded, list, write))
         });
-        match join_all(replications).await.into_iter().find_map(Result::err) {
+        match self
+            .batching(join_all(replications))
+            .await
+            .into_iter()
+            .find_map(Result::err)
+        {
             Some(e) => Err(e),
             None => Ok(out),
         }
@@ -331,7 +354,7 @@ impl Coordinator {
         // The forwarder, a replica that sent its copy, stores the record from the reply before answering.
         let mut forwarder = handback::forwarder_of(db, key, list);
         let key = Bytes::copy_from_slice(key);
-        let request = || PeerRequest::Merge {
+        let written = || Written {
             db,
             key: key.clone(),
             record: encoded.clone(),
@@ -341,8 +364,12 @@ impl Coordinator {
         if acked >= write {
             // No ack will be waited for: the record is told, not asked (drain's fence covers it).
             for m in others {
-                if let Err(e) = peers.bus.tell(m, request()) {
-                    tracing::debug!("replicating to member {m} failed: {e}");
+                Stats::bump(&self.stats.replicated);
+                if let Err(Written { db, key, record }) = merge_batch::tell(m, written()) {
+                    Stats::bump(&self.stats.replication_messages);
+                    if let Err(e) = peers.bus.tell(m, PeerRequest::Merge { db, key, record }) {
+                        tracing::debug!("replicating to member {m} failed: {e}");
+                    }
                 }
             }
             if forwarder.is_some() {
@@ -351,21 +378,35 @@ impl Coordinator {
             return Ok(Vec::new());
         }
         let in_flight = self.in_flight.enter();
-        let merge = |m: MemberIndex| {
-            let (bus, timeout, request) = (peers.bus.clone(), peers.timeout, request());
-            async move { bus.call(m, request, timeout).await }
+        let merge = |m: MemberIndex| match merge_batch::ask(m, written()) {
+            Ok(batched) => Either::Left(batched),
+            Err(Written { db, key, record }) => {
+                Stats::bump(&self.stats.replication_messages);
+                let (bus, timeout) = (peers.bus.clone(), peers.timeout);
+                let request = PeerRequest::Merge { db, key, record };
+                Either::Right(async move { MergeAnswer::of_call(bus.call(m, request, timeout).await) })
+            }
         };
-        let mut acks: FuturesUnordered<_> = others.map(merge).collect();
+        let mut acks: FuturesUnordered<_> = others
+            .map(|m| {
+                Stats::bump(&self.stats.replicated);
+                merge(m)
+            })
+            .collect();
+        if merge_batch::is_open() {
+            // Lets the pipeline's other writes queue their merges before this one's batch goes.
+            tokio::task::yield_now().await;
+        }
         let mut diverged = Vec::new();
         loop {
             while acked < write {
                 match acks.next().await {
-                    Some(Ok(PeerResponse::Ack)) => acked += 1,
-                    Some(Ok(PeerResponse::Diverged(bytes))) => {
+                    Some(MergeAnswer::Ack) => acked += 1,
+                    Some(MergeAnswer::Diverged(bytes)) => {
                         acked += 1;
                         diverged.extend(Record::decode(&bytes));
                     }
-                    Some(_) => {}
+                    Some(MergeAnswer::Failed) => {}
                     None => break,
                 }
             }
@@ -373,6 +414,7 @@ impl Coordinator {
             match forwarder.take() {
                 Some(m) if acked < write => {
                     acked -= 1;
+                    Stats::bump(&self.stats.replicated);
                     acks.push(merge(m));
                 }
                 Some(_) => handback::hand_back(db, &key, encoded.clone()),

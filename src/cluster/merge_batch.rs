@@ -1,0 +1,237 @@
+//! Replication of a pipeline's writes in one message per replica.
+//!
+//! A coordinator sends each record it writes to the key's other replicas as a [`PeerRequest::Merge`]. A pipeline's
+//! writes (and a forwarded batch's) run concurrently in one task; in a [`scope`], their merges to one member queue up
+//! and travel as one [`PeerRequest::MergeBatch`], answered by one [`PeerResponse::Batch`]: per key, no request id,
+//! timer or response frame of its own.
+//!
+//! When a batch goes: a write that waits for acks queues its merges, then yields once, so that every write of the
+//! pass queues its own before the first of them polls the batch's answer, which sends it. Merges nobody waits for
+//! (told, not asked) go when the scope ends, before the task answers. Each write still counts its own acks, so W
+//! is exactly what it was with a message per key.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+use parking_lot::Mutex;
+
+use super::coordinator::ClusterStats;
+use super::messages::{PeerRequest, PeerResponse, Written};
+use super::ring::MemberIndex;
+use super::service::PeerService;
+use crate::net::{Bus, BusError};
+use crate::node::Stats;
+
+/// Bytes of records per batch, far below the frame limit; a bigger record travels alone.
+const BATCH_BYTES: usize = 256 * 1024;
+
+tokio::task_local! {
+    static BATCHES: Batches;
+}
+
+/// What a replica answered to one merge.
+#[derive(Debug, Clone)]
+pub enum MergeAnswer {
+    /// Merged.
+    Ack,
+    /// Merged, and the replica held versions the sender lacked: its merged copy (encoded).
+    Diverged(Bytes),
+    /// No answer, or an error.
+    Failed,
+}
+
+impl MergeAnswer {
+    fn of(response: &PeerResponse) -> MergeAnswer {
+        match response {
+            PeerResponse::Ack => MergeAnswer::Ack,
+            PeerResponse::Diverged(copy) => MergeAnswer::Diverged(copy.clone()),
+            _ => MergeAnswer::Failed,
+        }
+    }
+
+    /// The answer to a [`PeerRequest::Merge`] call.
+    pub fn of_call(result: Result<PeerResponse, BusError>) -> MergeAnswer {
+        result.map_or(MergeAnswer::Failed, |response| MergeAnswer::of(&response))
+    }
+}
+
+/// A batch's answers, shared by the writes in it.
+type Answers = Arc<Option<Vec<PeerResponse>>>;
+
+/// Merges to one member that have not been sent yet, and the answer that sends them when first polled.
+struct Open {
+    member: MemberIndex,
+    bytes: usize,
+    /// `None` once sent.
+    queued: Arc<Mutex<Option<Vec<Written>>>>,
+    answers: Shared<BoxFuture<'static, Answers>>,
+}
+
+/// The batches of one scope.
+struct Batches {
+    bus: Arc<Bus<PeerService>>,
+    timeout: Duration,
+    stats: Arc<ClusterStats>,
+    open: RefCell<Vec<Open>>,
+    /// Merges told (no answer wanted), per member, sent when the scope ends.
+    told: RefCell<Vec<(MemberIndex, Vec<Written>)>>,
+}
+
+/// Runs `writes` with their merges batched per member (see the module doc).
+pub async fn scope<T>(
+    bus: Arc<Bus<PeerService>>,
+    timeout: Duration,
+    stats: Arc<ClusterStats>,
+    writes: impl Future<Output = T>,
+) -> T {
+    let batches = Batches {
+        bus,
+        timeout,
+        stats,
+        open: RefCell::new(Vec::new()),
+        told: RefCell::new(Vec::new()),
+    };
+    BATCHES
+        .scope(batches, async {
+            let out = writes.await;
+            BATCHES.with(Batches::send_told);
+            out
+        })
+        .await
+}
+
+/// Queues a merge of `written` to `member` if a scope is open, and gives the way to its answer; otherwise gives
+/// `written` back, to be sent on its own. The caller yields once before it awaits (see the module doc).
+pub fn ask(member: MemberIndex, written: Written) -> Result<impl Future<Output = MergeAnswer>, Written> {
+    if !is_open() {
+        return Err(written);
+    }
+    let (answers, index) = BATCHES.with(|batches| batches.ask(member, written));
+    Ok(async move {
+        let answers = answers.await;
+        let answer = answers.as_ref().as_ref().and_then(|all| all.get(index));
+        answer.map_or(MergeAnswer::Failed, MergeAnswer::of)
+    })
+}
+
+/// Queues a merge of `written` to `member`, sent without asking for an answer when the scope ends, if a scope is
+/// open; otherwise gives `written` back, to be sent on its own.
+pub fn tell(member: MemberIndex, written: Written) -> Result<(), Written> {
+    if !is_open() {
+        return Err(written);
+    }
+    BATCHES.with(|batches| {
+        let mut told = batches.told.borrow_mut();
+        match told.iter_mut().find(|(m, _)| *m == member) {
+            Some((_, merges)) => merges.push(written),
+            None => told.push((member, vec![written])),
+        }
+    });
+    Ok(())
+}
+
+/// Whether this task runs in a [`scope`].
+pub fn is_open() -> bool {
+    BATCHES.try_with(|_| ()).is_ok()
+}
+
+impl Batches {
+    /// Queues `written` in `member`'s open batch (a new one if it was sent or is full): the batch's answers and
+    /// the merge's position in them.
+    fn ask(&self, member: MemberIndex, written: Written) -> (Shared<BoxFuture<'static, Answers>>, usize) {
+        let size = weight(&written);
+        let mut open = self.open.borrow_mut();
+        open.retain(|batch| batch.queued.lock().is_some());
+        let at = match open
+            .iter()
+            .position(|b| b.member == member && (b.bytes == 0 || b.bytes + size <= BATCH_BYTES))
+        {
+            Some(at) => at,
+            None => {
+                open.push(self.open_batch(member));
+                open.len() - 1
+            }
+        };
+        let batch = &mut open[at];
+        batch.bytes += size;
+        let mut queued = batch.queued.lock();
+        let merges = queued.get_or_insert_with(Vec::new);
+        merges.push(written);
+        (batch.answers.clone(), merges.len() - 1)
+    }
+
+    /// An empty batch to `member`, sent when its answers are first polled.
+    fn open_batch(&self, member: MemberIndex) -> Open {
+        let queued: Arc<Mutex<Option<Vec<Written>>>> = Arc::new(Mutex::new(Some(Vec::new())));
+        let (bus, timeout, stats, taken) = (self.bus.clone(), self.timeout, self.stats.clone(), queued.clone());
+        let answers = async move {
+            let merges = taken.lock().take().unwrap_or_default();
+            Stats::bump(&stats.replication_messages);
+            let n = merges.len();
+            let answers = match bus.call(member, request(merges), timeout).await {
+                Ok(PeerResponse::Batch(answers)) if answers.len() == n => Some(answers),
+                Ok(single) if n == 1 => Some(vec![single]),
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::debug!("replicating to member {member} failed: {e}");
+                    None
+                }
+            };
+            Arc::new(answers)
+        };
+        Open {
+            member,
+            bytes: 0,
+            queued,
+            answers: answers.boxed().shared(),
+        }
+    }
+
+    /// Sends the told merges, in batches of at most [`BATCH_BYTES`].
+    fn send_told(&self) {
+        for (member, merges) in self.told.take() {
+            let mut batch = Vec::new();
+            let mut bytes = 0;
+            for merge in merges {
+                let size = weight(&merge);
+                if !batch.is_empty() && bytes + size > BATCH_BYTES {
+                    self.tell_now(member, std::mem::take(&mut batch));
+                    bytes = 0;
+                }
+                bytes += size;
+                batch.push(merge);
+            }
+            if !batch.is_empty() {
+                self.tell_now(member, batch);
+            }
+        }
+    }
+
+    fn tell_now(&self, member: MemberIndex, merges: Vec<Written>) {
+        Stats::bump(&self.stats.replication_messages);
+        if let Err(e) = self.bus.tell(member, request(merges)) {
+            tracing::debug!("replicating to member {member} failed: {e}");
+        }
+    }
+}
+
+/// One merge as a plain `Merge`, more as a `MergeBatch`.
+fn request(mut merges: Vec<Written>) -> PeerRequest {
+    match (merges.pop(), merges.is_empty()) {
+        (Some(Written { db, key, record }), true) => PeerRequest::Merge { db, key, record },
+        (Some(last), false) => {
+            merges.push(last);
+            PeerRequest::MergeBatch(merges)
+        }
+        (None, _) => PeerRequest::MergeBatch(merges),
+    }
+}
+
+/// About how many bytes a merge takes on the wire.
+fn weight(written: &Written) -> usize {
+    written.key.len() + written.record.len() + 8
+}
