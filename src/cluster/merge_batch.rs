@@ -1,9 +1,9 @@
 //! Replication of a pipeline's writes in one message per replica.
 //!
 //! A coordinator sends each record it writes to the key's other replicas as a [`PeerRequest::Merge`]. A pipeline's
-//! writes (and a forwarded batch's) run concurrently in one task; in a [`scope`], their merges to one member queue up
-//! and travel as one [`PeerRequest::MergeBatch`], answered by one [`PeerResponse::Batch`]: per key, no request id,
-//! timer or response frame of its own.
+//! writes (and a forwarded batch's, and an MSET's) run concurrently in one task; in a [`scope`], their merges to one
+//! member queue up and travel as one [`PeerRequest::MergeBatch`], answered by one [`PeerResponse::Batch`]: per key,
+//! no request id, timer or response frame of its own.
 //!
 //! When a batch goes: a write that waits for acks queues its merges, then yields once, so that every write of the
 //! pass queues its own before the first of them polls the batch's answer, which sends it. Merges nobody waits for
@@ -221,17 +221,39 @@ impl Batches {
 
 /// One merge as a plain `Merge`, more as a `MergeBatch`.
 fn request(mut merges: Vec<Written>) -> PeerRequest {
-    match (merges.pop(), merges.is_empty()) {
-        (Some(Written { db, key, record }), true) => PeerRequest::Merge { db, key, record },
-        (Some(last), false) => {
-            merges.push(last);
+    match merges.pop() {
+        Some(Written { db, key, record }) if merges.is_empty() => PeerRequest::Merge { db, key, record },
+        last => {
+            merges.extend(last);
             PeerRequest::MergeBatch(merges)
         }
-        (None, _) => PeerRequest::MergeBatch(merges),
     }
 }
 
 /// About how many bytes a merge takes on the wire.
 fn weight(written: &Written) -> usize {
     written.key.len() + written.record.len() + 8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(key: &'static str) -> Written {
+        Written {
+            db: 0,
+            key: Bytes::from_static(key.as_bytes()),
+            record: Bytes::from_static(b"r"),
+        }
+    }
+
+    #[test]
+    fn one_merge_goes_plain_and_more_keep_their_order() {
+        assert!(matches!(request(vec![written("a")]), PeerRequest::Merge { key, .. } if key == "a"));
+        let PeerRequest::MergeBatch(merges) = request(vec![written("a"), written("b"), written("c")]) else {
+            panic!("three merges make a batch");
+        };
+        let keys: Vec<&[u8]> = merges.iter().map(|m| &m.key[..]).collect();
+        assert_eq!(keys, [b"a", b"b", b"c"]);
+    }
 }
