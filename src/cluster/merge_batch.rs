@@ -113,7 +113,7 @@ pub fn ask(member: MemberIndex, written: Written) -> Result<impl Future<Output =
     let (answers, index) = BATCHES.with(|batches| batches.ask(member, written));
     Ok(async move {
         let answers = answers.await;
-        let answer = answers.as_ref().as_ref().and_then(|all| all.get(index));
+        let answer = answers.as_deref().and_then(|all| all.get(index));
         answer.map_or(MergeAnswer::Failed, MergeAnswer::of)
     })
 }
@@ -222,7 +222,7 @@ impl Batches {
 /// One merge as a plain `Merge`, more as a `MergeBatch`.
 fn request(mut merges: Vec<Written>) -> PeerRequest {
     match merges.pop() {
-        Some(Written { db, key, record }) if merges.is_empty() => PeerRequest::Merge { db, key, record },
+        Some(only) if merges.is_empty() => only.into_merge(),
         last => {
             merges.extend(last);
             PeerRequest::MergeBatch(merges)

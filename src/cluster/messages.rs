@@ -111,6 +111,14 @@ pub struct Written {
     pub record: Bytes,
 }
 
+impl Written {
+    /// The record as a [`PeerRequest::Merge`] of its own.
+    pub fn into_merge(self) -> PeerRequest {
+        let Written { db, key, record } = self;
+        PeerRequest::Merge { db, key, record }
+    }
+}
+
 /// Which keys a [`PeerRequest::Keys`] wants.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct KeysQuery {

@@ -365,9 +365,9 @@ impl Coordinator {
             // No ack will be waited for: the record is told, not asked (drain's fence covers it).
             for m in others {
                 Stats::bump(&self.stats.replicated);
-                if let Err(Written { db, key, record }) = merge_batch::tell(m, written()) {
+                if let Err(unbatched) = merge_batch::tell(m, written()) {
                     Stats::bump(&self.stats.replication_messages);
-                    if let Err(e) = peers.bus.tell(m, PeerRequest::Merge { db, key, record }) {
+                    if let Err(e) = peers.bus.tell(m, unbatched.into_merge()) {
                         tracing::debug!("replicating to member {m} failed: {e}");
                     }
                 }
@@ -380,10 +380,9 @@ impl Coordinator {
         let in_flight = self.in_flight.enter();
         let merge = |m: MemberIndex| match merge_batch::ask(m, written()) {
             Ok(batched) => Either::Left(batched),
-            Err(Written { db, key, record }) => {
+            Err(unbatched) => {
                 Stats::bump(&self.stats.replication_messages);
-                let (bus, timeout) = (peers.bus.clone(), peers.timeout);
-                let request = PeerRequest::Merge { db, key, record };
+                let (bus, timeout, request) = (peers.bus.clone(), peers.timeout, unbatched.into_merge());
                 Either::Right(async move { MergeAnswer::of_call(bus.call(m, request, timeout).await) })
             }
         };
