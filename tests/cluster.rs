@@ -214,6 +214,43 @@ fn a_pipeline_replicates_its_writes_in_one_message_per_replica() {
 }
 
 #[test]
+fn a_pipeline_counts_each_write_short_of_a_dead_replica_alone() {
+    let mut cluster = Cluster::start(3, &[]);
+    cluster.nodes[2].kill9();
+    wait_until(CONVERGE, "node1 notices node3 is gone", || {
+        reachable(cluster.node(0)) == 2
+    });
+    let mut raw = cluster.node(0).raw();
+    let mut bytes = Vec::new();
+    for i in 0..40 {
+        bytes.extend(common::encode(&["SET", &format!("d:{i}"), "two"]));
+    }
+    bytes.extend(common::encode(&["CONSISTENCY", "WRITE", "ALL"]));
+    for i in 0..40 {
+        bytes.extend(common::encode(&["SET", &format!("d:{i}"), "all"]));
+    }
+    bytes.extend(common::encode(&["CONSISTENCY", "RESET"]));
+    raw.send(&bytes);
+    for i in 0..40 {
+        assert_eq!(raw.read_reply(), Resp::ok(), "W=2 write {i}");
+    }
+    assert_eq!(raw.read_reply(), Resp::ok());
+    for i in 0..40 {
+        let reply = raw.read_reply();
+        assert!(
+            reply.as_error().starts_with("NOQUORUM write reached 2 of 3"),
+            "W=3 write {i}: {reply:?}"
+        );
+    }
+    assert_eq!(raw.read_reply(), Resp::ok());
+    // The replicas that took a refused write keep it, so a quorum read sees it (DESIGN.md, Coordinator).
+    let mut other = cluster.node(1).raw();
+    for i in 0..40 {
+        other.expect(&["GET", &format!("d:{i}")], Resp::bulk("all"));
+    }
+}
+
+#[test]
 fn cluster_commands_describe_the_ring() {
     let cluster = Cluster::start(3, &[]);
     let mut raw = cluster.node(0).raw();
