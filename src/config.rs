@@ -139,6 +139,8 @@ pub struct ServerConfig {
     pub threads: usize,
     /// Scheduling policy of every thread of the node.
     pub cpu_policy: CpuPolicy,
+    /// Turns transparent huge pages off for the process, as Redis's `disable-thp` does.
+    pub disable_thp: bool,
     /// Log filter, as `RUST_LOG` (error, warn, info, debug, trace).
     pub log_level: String,
     /// Allows DEBUG (fault injection on the peer bus), like Redis's `enable-debug-command`.
@@ -160,6 +162,7 @@ impl Default for ServerConfig {
             client_query_buffer_limit: 1024 * 1024 * 1024,
             threads: 0,
             cpu_policy: CpuPolicy::Normal,
+            disable_thp: true,
             log_level: "info".to_string(),
             enable_debug_command: false,
         }
@@ -338,6 +341,9 @@ pub struct Cli {
     /// Thread scheduling: normal or batch [server.cpu_policy, default normal].
     #[arg(long, value_enum)]
     pub cpu_policy: Option<CpuPolicy>,
+    /// Turn transparent huge pages off for the node: true or false [server.disable_thp, default true].
+    #[arg(long)]
+    pub disable_thp: Option<bool>,
     /// Log filter: error, warn, info, debug, trace [server.log_level].
     #[arg(long)]
     pub log_level: Option<String>,
@@ -434,6 +440,7 @@ impl Config {
         set(&mut s.client_query_buffer_limit, &cli.client_query_buffer_limit);
         set(&mut s.threads, &cli.threads);
         set(&mut s.cpu_policy, &cli.cpu_policy);
+        set(&mut s.disable_thp, &cli.disable_thp);
         set(&mut s.log_level, &cli.log_level);
         set(&mut s.enable_debug_command, &cli.enable_debug_command);
         let st = &mut self.storage;

@@ -155,6 +155,30 @@ fn cpu_policy_batch_schedules_every_thread_as_batch() {
     assert!(policies.iter().all(|&p| p == SCHED_OTHER), "{policies:?}");
 }
 
+/// Whether the kernel may give `pid` transparent huge pages (`THP_enabled` in `/proc/PID/status`, Linux 5.0+).
+#[cfg(target_os = "linux")]
+fn thp_enabled(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("THP_enabled:"))
+        .expect("THP_enabled line");
+    line.ends_with('1')
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn transparent_huge_pages_are_off_unless_allowed() {
+    let (server, mut raw) = common::start();
+    assert!(!thp_enabled(server.pid()));
+    raw.expect(&["CONFIG", "GET", "disable-thp"], Resp::bulks(&["disable-thp", "yes"]));
+    let allowed = Server::start(&["--disable-thp", "false"]);
+    assert!(thp_enabled(allowed.pid()));
+    allowed
+        .raw()
+        .expect(&["CONFIG", "GET", "disable-thp"], Resp::bulks(&["disable-thp", "no"]));
+}
+
 #[test]
 fn config_set_timeout_takes_effect() {
     let (server, mut raw) = common::start();

@@ -287,6 +287,10 @@ fn config_params(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
         ("appendfsync", config.storage.fsync.as_str().to_string()),
         ("maxmemory", ctx.node.maxmemory.load(Ordering::Relaxed).to_string()),
         ("maxmemory-policy", "noeviction".to_string()),
+        (
+            "disable-thp",
+            if config.server.disable_thp { "yes" } else { "no" }.to_string(),
+        ),
     ]
 }
 
