@@ -139,7 +139,7 @@ pub struct ServerConfig {
     pub threads: usize,
     /// Scheduling policy of every thread of the node.
     pub cpu_policy: CpuPolicy,
-    /// Turns transparent huge pages off for the process, as Redis's `disable-thp` does.
+    /// Turns transparent huge pages off for the process, like Redis's `disable-thp` (whose default is on).
     pub disable_thp: bool,
     /// Log filter, as `RUST_LOG` (error, warn, info, debug, trace).
     pub log_level: String,
@@ -162,7 +162,7 @@ impl Default for ServerConfig {
             client_query_buffer_limit: 1024 * 1024 * 1024,
             threads: 0,
             cpu_policy: CpuPolicy::Normal,
-            disable_thp: true,
+            disable_thp: false,
             log_level: "info".to_string(),
             enable_debug_command: false,
         }
@@ -341,7 +341,7 @@ pub struct Cli {
     /// Thread scheduling: normal or batch [server.cpu_policy, default normal].
     #[arg(long, value_enum)]
     pub cpu_policy: Option<CpuPolicy>,
-    /// Turn transparent huge pages off for the node: true or false [server.disable_thp, default true].
+    /// Turn transparent huge pages off for the node: true or false [server.disable_thp, default false].
     #[arg(long)]
     pub disable_thp: Option<bool>,
     /// Log filter: error, warn, info, debug, trace [server.log_level].
