@@ -213,13 +213,19 @@ fn a_pipeline_replicates_its_writes_in_one_message_per_replica() {
     }
 }
 
-#[test]
-fn a_pipeline_counts_each_write_short_of_a_dead_replica_alone() {
+/// A 3-node cluster whose node3 was killed with `kill -9`, once node1 has noticed.
+fn cluster_with_node3_killed() -> Cluster {
     let mut cluster = Cluster::start(3, &[]);
     cluster.nodes[2].kill9();
     wait_until(CONVERGE, "node1 notices node3 is gone", || {
         reachable(cluster.node(0)) == 2
     });
+    cluster
+}
+
+#[test]
+fn a_pipeline_counts_each_write_short_of_a_dead_replica_alone() {
+    let cluster = cluster_with_node3_killed();
     let mut raw = cluster.node(0).raw();
     let mut bytes = Vec::new();
     for i in 0..40 {
@@ -337,11 +343,7 @@ fn a_cluster_aware_client_routes_by_cluster_slots() {
 
 #[test]
 fn a_coordinator_that_missed_writes_counts_from_the_newest_value() {
-    let mut cluster = Cluster::start(3, &[]);
-    cluster.nodes[2].kill9();
-    wait_until(CONVERGE, "node1 notices node3 is gone", || {
-        reachable(cluster.node(0)) == 2
-    });
+    let mut cluster = cluster_with_node3_killed();
     // About a third of these are coordinated by node3, which misses their SET.
     let names = keys(30, "late");
     let mut raw = cluster.node(0).raw();
@@ -360,13 +362,9 @@ fn a_coordinator_that_missed_writes_counts_from_the_newest_value() {
 
 #[test]
 fn quorums_survive_a_killed_node_and_read_repair_heals_it() {
-    let mut cluster = Cluster::start(3, &[]);
-    cluster.nodes[2].kill9();
+    let mut cluster = cluster_with_node3_killed();
     let names = keys(40, "kr");
     let mut raw = cluster.node(0).raw();
-    wait_until(CONVERGE, "node1 notices node3 is gone", || {
-        reachable(cluster.node(0)) == 2
-    });
     for key in &names {
         raw.expect(&["SET", key, "fresh"], Resp::ok());
     }
