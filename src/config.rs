@@ -139,7 +139,7 @@ pub struct ServerConfig {
     pub threads: usize,
     /// Scheduling policy of every thread of the node.
     pub cpu_policy: CpuPolicy,
-    /// Turns transparent huge pages off for the process, like Redis's `disable-thp` (whose default is on).
+    /// Turns transparent huge pages off for the process, like Redis's `disable-thp` (which defaults to yes there).
     pub disable_thp: bool,
     /// Log filter, as `RUST_LOG` (error, warn, info, debug, trace).
     pub log_level: String,
