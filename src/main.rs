@@ -93,6 +93,17 @@ fn set_cpu_policy(policy: CpuPolicy) -> std::io::Result<()> {
     }
 }
 
+#[cfg(not(target_os = "linux"))]
+fn set_cpu_policy(policy: CpuPolicy) -> std::io::Result<()> {
+    match policy {
+        CpuPolicy::Normal => Ok(()),
+        CpuPolicy::Batch => Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "SCHED_BATCH is Linux's",
+        )),
+    }
+}
+
 /// Turns transparent huge pages off for the whole process (`server.disable_thp`). mimalloc asks for huge pages on
 /// its arenas, and the first write to each 2 MiB page faults while the kernel zeroes all of it: a stall every client
 /// of the faulting worker waits out while the heap grows. With 4 KiB pages that growth costs microseconds a fault,
@@ -109,16 +120,8 @@ fn disable_transparent_huge_pages() -> std::io::Result<()> {
 
 #[cfg(not(target_os = "linux"))]
 fn disable_transparent_huge_pages() -> std::io::Result<()> {
-    Ok(())
-}
-
-#[cfg(not(target_os = "linux"))]
-fn set_cpu_policy(policy: CpuPolicy) -> std::io::Result<()> {
-    match policy {
-        CpuPolicy::Normal => Ok(()),
-        CpuPolicy::Batch => Err(std::io::Error::new(
-            std::io::ErrorKind::Unsupported,
-            "SCHED_BATCH is Linux's",
-        )),
-    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "PR_SET_THP_DISABLE is Linux's",
+    ))
 }
