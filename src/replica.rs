@@ -22,7 +22,7 @@ use crate::storage::{
     expiry_key, split_expiry_key, split_storage_key, storage_key, BatchOp, Durability, Engine, Space, StorageError,
     Value,
 };
-use crate::version::{ActorId, EncodedRecord, Record, Sibling, VersionVector, WriteError, MAX_SIBLINGS};
+use crate::version::{ActorId, EncodedRecord, Record, RecordView, Sibling, VersionVector, WriteError, MAX_SIBLINGS};
 
 /// Number of lock stripes; two keys share a lock with probability 1/4096.
 const LOCK_STRIPES: usize = 4096;
@@ -104,6 +104,17 @@ pub enum Mutation {
 /// A record as the engine stored it; bytes that do not decode mean a damaged data dir.
 fn decode_stored(bytes: &[u8]) -> Result<Arc<Record>, StorageError> {
     Record::decode(bytes).map(Arc::new).ok_or(StorageError::Corrupt)
+}
+
+/// What a merge of a copy found stored, read in place.
+enum Held {
+    Absent,
+    /// The same bytes as the copy.
+    Same,
+    /// A copy the incoming one subsumes, with its earliest expiry.
+    Subsumed(Option<u64>),
+    /// A copy to merge with the incoming one.
+    Other(Arc<Record>),
 }
 
 /// The local store of versioned records.
@@ -291,30 +302,47 @@ impl Replica {
     }
 
     /// [`Replica::merge`] of a copy as it came from a peer ([`Record::encode`] output). A copy whose bytes equal
-    /// the stored ones (a forwarder's copy, a repeated repair) is settled by that comparison, decoding neither.
+    /// the stored ones (a forwarder's copy, a repeated repair) is settled by that comparison, decoding neither; one
+    /// that subsumes the stored copy (replication's common case) is stored as it came, both read in place.
     pub fn merge_encoded(&self, db: u8, key: &[u8], encoded: &Bytes) -> CommandResult<Option<Record>> {
         let stored = self.stored_key(db, key)?;
         let _guard = self.locks[Self::stripe(&stored)].lock();
-        // One lookup compares the stored bytes and, if they differ, decodes them.
-        let (same, current) = if self.cache.is_some() {
-            let current = self.load_as(&stored, |held| (held.record.clone(), held.encoded[..] == *encoded))?;
-            match current {
-                Some((_, true)) => (true, None),
-                other => (false, other.map(|(record, _)| record)),
+        let malformed = || CommandError::Other("malformed record".into());
+        let current = if self.cache.is_some() {
+            // One lookup compares the stored bytes and, if they differ, lends the decoded record.
+            match self.load_as(&stored, |held| (held.record.clone(), held.encoded[..] == *encoded))? {
+                Some((_, true)) => return Ok(None),
+                other => other.map(|(record, _)| record),
             }
         } else {
-            let (mut same, mut current) = (false, Ok(None));
-            self.engine.read_with(&stored, &mut |held| match held {
-                Some(held) if held == encoded => same = true,
-                Some(held) => current = decode_stored(held).map(Some),
-                None => {}
+            let incoming = RecordView::decode(encoded).ok_or_else(malformed)?;
+            let mut held = Ok(Held::Absent);
+            self.engine.read_with(&stored, &mut |bytes| {
+                held = match bytes {
+                    None => Ok(Held::Absent),
+                    Some(bytes) if bytes == &encoded[..] => Ok(Held::Same),
+                    Some(bytes) => match RecordView::decode(bytes) {
+                        Some(view) if view.is_subsumed_by(&incoming) => Ok(Held::Subsumed(view.next_expiry())),
+                        _ => decode_stored(bytes).map(Held::Other),
+                    },
+                };
             })?;
-            (same, current?)
+            match held? {
+                Held::Same => return Ok(None),
+                // Nothing to keep of a copy holding no sibling (merge_locked's rule too).
+                Held::Absent if incoming.is_empty() => return Ok(None),
+                Held::Absent => {
+                    self.store_encoded(stored, None, incoming.next_expiry(), encoded.clone(), None)?;
+                    return Ok(None);
+                }
+                Held::Subsumed(previous_expiry) => {
+                    self.store_encoded(stored, previous_expiry, incoming.next_expiry(), encoded.clone(), None)?;
+                    return Ok(None);
+                }
+                Held::Other(current) => Some(current),
+            }
         };
-        if same {
-            return Ok(None);
-        }
-        let incoming = Record::decode(encoded).ok_or_else(|| CommandError::Other("malformed record".into()))?;
+        let incoming = Record::decode(encoded).ok_or_else(malformed)?;
         self.merge_locked(stored, current, Cow::Owned(incoming), Some(encoded))
     }
 
@@ -372,13 +400,30 @@ impl Replica {
         record: Record,
         encoded: Bytes,
     ) -> CommandResult<()> {
+        let next_expiry = record.next_expiry();
+        self.store_encoded(stored, previous_expiry, next_expiry, encoded, Some(record))
+    }
+
+    /// [`Replica::store`] of an encoding whose record's earliest expiry is `next_expiry`; the record itself is
+    /// needed only by a cache, and decoded for it if not given.
+    fn store_encoded(
+        &self,
+        stored: Vec<u8>,
+        previous_expiry: Option<u64>,
+        next_expiry: Option<u64>,
+        encoded: Bytes,
+        record: Option<Record>,
+    ) -> CommandResult<()> {
         let mut ops = Vec::with_capacity(3);
-        Self::reindex(previous_expiry, &record, &stored, &mut ops);
+        Self::reindex(previous_expiry, next_expiry, &stored, &mut ops);
         let cache_key = self.cache.is_some().then(|| stored.clone());
         ops.push(BatchOp::Put(Space::Records, stored, encoded.clone()));
         self.commit(ops)?;
         if let Some(cache_key) = cache_key {
-            let record = Arc::new(record);
+            let record = match record {
+                Some(record) => Arc::new(record),
+                None => decode_stored(&encoded)?,
+            };
             self.cache_put(&cache_key, Some(&EncodedRecord { record, encoded }));
         }
         Ok(())
@@ -466,15 +511,14 @@ impl Replica {
             Some(context) => record.write(self.actor, &context, value, expire_at_ms, now),
         };
         written.map_err(|WriteError::TooManySiblings| CommandError::TooManySiblings(MAX_SIBLINGS))?;
-        Self::reindex(previous_expiry, record, stored, ops);
+        Self::reindex(previous_expiry, record.next_expiry(), stored, ops);
         let encoded = Bytes::from(record.encode());
         ops.push(BatchOp::Put(Space::Records, stored.to_vec(), encoded.clone()));
         Ok(Some(encoded))
     }
 
-    /// Queues the expiry-index changes for a record whose earliest expiry was `previous`.
-    fn reindex(previous: Option<u64>, record: &Record, stored: &[u8], ops: &mut Vec<BatchOp>) {
-        let next = record.next_expiry();
+    /// Queues the expiry-index changes for a record whose earliest expiry goes from `previous` to `next`.
+    fn reindex(previous: Option<u64>, next: Option<u64>, stored: &[u8], ops: &mut Vec<BatchOp>) {
         if previous == next {
             return;
         }
@@ -687,6 +731,34 @@ mod tests {
                 ))
             })
             .expect("put");
+    }
+
+    #[test]
+    fn merged_copies_move_their_expiry_and_are_swept_once_due() {
+        let put_until = |replica: &Replica, value: &'static [u8], expire_at_ms: u64| {
+            let value = Bytes::from_static(value);
+            let put = Mutation::Put {
+                value,
+                expire_at_ms: Some(expire_at_ms),
+            };
+            replica.update(0, b"k", |_| Ok((put, ()))).expect("put");
+            replica.read_encoded(0, b"k").expect("read").expect("stored")
+        };
+        let far = now_ms() + 3_600_000;
+        for cache_bytes in [0, 1 << 20] {
+            let (here, there) = (replica_as(1, cache_bytes), replica_as(2, cache_bytes));
+            // A key this replica never held, then the next version of it: each stored as it came, indexed anew.
+            let first = put_until(&there, b"v1", far);
+            assert_eq!(here.merge_encoded(0, b"k", &first).expect("merge"), None);
+            let due = put_until(&there, b"v2", 1);
+            assert_eq!(here.merge_encoded(0, b"k", &due).expect("merge"), None);
+            assert_eq!(here.read_encoded(0, b"k").expect("read"), Some(due));
+            // Only the new deadline is indexed: the sweep drops the key once, and finds nothing else due.
+            let swept = here.sweep_expired(16).expect("sweep");
+            assert_eq!((swept.handled, swept.expired), (1, 1), "cache {cache_bytes}");
+            assert_eq!(here.read(0, b"k").expect("read"), None);
+            assert_eq!(here.sweep_expired(16).expect("sweep").handled, 0);
+        }
     }
 
     #[test]

@@ -45,6 +45,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize};
 
+mod view;
+
+pub use view::RecordView;
+
 /// Identifies a writer: a node id plus the incarnation created with its data
 /// directory, hashed. It must never be reused by a node that lost its disk,
 /// because such a node would reissue dots that other replicas already know,
@@ -233,6 +237,59 @@ fn content_rank(s: &Sibling) -> (u64, Option<u64>, Option<&[u8]>) {
     (s.timestamp_ms, s.expire_at_ms, s.value.as_deref())
 }
 
+/// A sibling as subsumption sees it, owned or read in place ([`RecordView`]).
+trait Versioned {
+    fn dot(&self) -> Dot;
+    /// [`content_rank`]; equal dots and equal ranks are equal siblings.
+    fn rank(&self) -> (u64, Option<u64>, Option<&[u8]>);
+}
+
+impl Versioned for Sibling {
+    fn dot(&self) -> Dot {
+        self.dot
+    }
+
+    fn rank(&self) -> (u64, Option<u64>, Option<&[u8]>) {
+        content_rank(self)
+    }
+}
+
+/// The highest counter of `actor` in a canonical context (0 if none).
+fn context_get(context: &[(ActorId, u64)], actor: ActorId) -> u64 {
+    context
+        .binary_search_by_key(&actor, |&(a, _)| a)
+        .map_or(0, |i| context[i].1)
+}
+
+/// [`Record::is_subsumed_by`] over the parts of two records, owned or read in place.
+fn subsumed<O: Versioned, N: Versioned>(
+    context: &[(ActorId, u64)],
+    siblings: &[O],
+    newer_context: &[(ActorId, u64)],
+    newer_siblings: &[N],
+) -> bool {
+    let covers = |context: &[(ActorId, u64)], dot: Dot| context_get(context, dot.actor) >= dot.counter;
+    let context_below = context
+        .iter()
+        .all(|&(actor, counter)| context_get(newer_context, actor) >= counter);
+    // Ours: each one newer holds with the content merge keeps, or has superseded.
+    let ours_kept = || {
+        siblings
+            .iter()
+            .all(|s| match newer_siblings.binary_search_by_key(&s.dot(), Versioned::dot) {
+                Ok(i) => newer_siblings[i].rank() >= s.rank(),
+                Err(_) => covers(newer_context, s.dot()),
+            })
+    };
+    // Theirs: each one we lack must be one we have not seen (else merge drops it).
+    let theirs_kept = || {
+        newer_siblings
+            .iter()
+            .all(|o| siblings.binary_search_by_key(&o.dot(), Versioned::dot).is_ok() || !covers(context, o.dot()))
+    };
+    context_below && ours_kept() && theirs_kept()
+}
+
 /// What is stored per key: a causal context and the siblings it has not
 /// superseded.
 ///
@@ -394,28 +451,7 @@ impl Record {
     /// replica holds), where the merge need not be built nor `newer`'s bytes
     /// encoded again. Agrees with [`Record::merge`] (property-tested).
     pub fn is_subsumed_by(&self, newer: &Record) -> bool {
-        let context_below = self
-            .context
-            .0
-            .iter()
-            .all(|&(actor, counter)| newer.context.get(actor) >= counter);
-        // Ours: each one newer holds with the content merge keeps, or has superseded.
-        let ours_kept = || {
-            self.siblings
-                .iter()
-                .all(|s| match newer.siblings.binary_search_by_key(&s.dot, |o| o.dot) {
-                    Ok(i) => newer.siblings[i] == *s || content_rank(&newer.siblings[i]) > content_rank(s),
-                    Err(_) => newer.context.covers(s.dot),
-                })
-        };
-        // Theirs: each one we lack must be one we have not seen (else merge drops it).
-        let theirs_kept = || {
-            newer
-                .siblings
-                .iter()
-                .all(|o| self.siblings.binary_search_by_key(&o.dot, |s| s.dot).is_ok() || !self.context.covers(o.dot))
-        };
-        context_below && ours_kept() && theirs_kept()
+        subsumed(&self.context.0, &self.siblings, &newer.context.0, &newer.siblings)
     }
 
     /// Live siblings (a value, not expired at `now_ms`) in dot order, which is
@@ -825,16 +861,22 @@ mod tests {
 
     #[test]
     fn record_decode_rejects_garbage() {
+        // Whatever a record refuses, so does its view (replication stores copies checked only as views).
+        let decode = |bytes: &[u8]| {
+            let record = Record::decode(bytes);
+            assert_eq!(RecordView::decode(bytes).is_some(), record.is_some(), "{bytes:?}");
+            record
+        };
         let mut r = Record::default();
         r.write(A, &r.context.clone(), val("v"), None, 1).unwrap();
         let bytes = r.encode();
         for cut in 0..bytes.len() {
-            assert_eq!(Record::decode(&bytes[..cut]), None, "prefix {cut}");
+            assert_eq!(decode(&bytes[..cut]), None, "prefix {cut}");
         }
         let mut trailing = bytes.clone();
         trailing.push(7);
-        assert_eq!(Record::decode(&trailing), None);
-        assert_eq!(Record::decode(&[0xff; 32]), None);
+        assert_eq!(decode(&trailing), None);
+        assert_eq!(decode(&[0xff; 32]), None);
 
         // Well-formed postcard that breaks the invariants.
         #[derive(Serialize)]
@@ -851,15 +893,15 @@ mod tests {
         let enc =
             |context: &[(u64, u64)], siblings: &[Sibling]| postcard::to_allocvec(&Raw { context, siblings }).unwrap();
         // Consistent baseline decodes.
-        assert!(Record::decode(&enc(&[(A, 5)], &[sib(A, 4), sib(A, 5)])).is_some());
+        assert!(decode(&enc(&[(A, 5)], &[sib(A, 4), sib(A, 5)])).is_some());
         // Sibling not covered by the context.
-        assert_eq!(Record::decode(&enc(&[(A, 5)], &[sib(A, 6)])), None);
+        assert_eq!(decode(&enc(&[(A, 5)], &[sib(A, 6)])), None);
         // Siblings out of order, and a repeated dot.
-        assert_eq!(Record::decode(&enc(&[(A, 5)], &[sib(A, 5), sib(A, 4)])), None);
-        assert_eq!(Record::decode(&enc(&[(A, 5)], &[sib(A, 5), sib(A, 5)])), None);
+        assert_eq!(decode(&enc(&[(A, 5)], &[sib(A, 5), sib(A, 4)])), None);
+        assert_eq!(decode(&enc(&[(A, 5)], &[sib(A, 5), sib(A, 5)])), None);
         // Context not canonical.
-        assert_eq!(Record::decode(&enc(&[(B, 1), (A, 5)], &[])), None);
-        assert_eq!(Record::decode(&enc(&[(A, 0)], &[])), None);
+        assert_eq!(decode(&enc(&[(B, 1), (A, 5)], &[])), None);
+        assert_eq!(decode(&enc(&[(A, 0)], &[])), None);
     }
 
     // ---- property tests on random histories ------------------------------
@@ -1036,9 +1078,15 @@ mod tests {
             records.extend(out.snapshots.into_iter().take(3));
             let joined: Vec<Record> = records.iter().flat_map(|a| records.iter().map(|b| merged(a, b))).collect();
             records.extend(joined);
-            for a in &records {
-                for b in &records {
-                    prop_assert_eq!(a.is_subsumed_by(b), merged(a, b) == *b, "{:?} into {:?}", b, a);
+            let encoded: Vec<Vec<u8>> = records.iter().map(Record::encode).collect();
+            for (a, a_bytes) in records.iter().zip(&encoded) {
+                let a_view = RecordView::decode(a_bytes).expect("a record's encoding reads as a view");
+                prop_assert_eq!(a_view.next_expiry(), a.next_expiry());
+                prop_assert_eq!(a_view.is_empty(), a.siblings.is_empty());
+                for (b, b_bytes) in records.iter().zip(&encoded) {
+                    let subsumed = a.is_subsumed_by(b);
+                    prop_assert_eq!(subsumed, merged(a, b) == *b, "{:?} into {:?}", b, a);
+                    prop_assert_eq!(a_view.is_subsumed_by(&RecordView::decode(b_bytes).expect("a view")), subsumed);
                 }
             }
         }
@@ -1122,6 +1170,7 @@ mod tests {
                     bytes[at % len] ^= x;
                 }
             }
+            prop_assert_eq!(RecordView::decode(&bytes).is_some(), Record::decode(&bytes).is_some());
             if let Some(r) = Record::decode(&bytes) {
                 assert_invariants(&r);
             }
@@ -1131,6 +1180,7 @@ mod tests {
         /// canonical and re-encodes to the same bytes.
         #[test]
         fn prop_decode_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+            prop_assert_eq!(RecordView::decode(&bytes).is_some(), Record::decode(&bytes).is_some());
             if let Some(r) = Record::decode(&bytes) {
                 assert_invariants(&r);
                 prop_assert_eq!(r.encode(), bytes.clone());
