@@ -64,7 +64,7 @@ fn run(name: &str, engine: &dyn Engine, args: &Args) -> Result<(), Box<dyn std::
         if !cached && engine.get(&stored)?.is_some() {
             found += 1;
         }
-        engine.apply(vec![BatchOp::Put(Space::Records, stored, value.clone())])?;
+        engine.apply(&[BatchOp::Put(Space::Records, stored, value.clone())])?;
         if (i + 1) % args.batch == 0 {
             engine.flush()?;
         }

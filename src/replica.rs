@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::{Mutex, MutexGuard};
+use smallvec::{smallvec, SmallVec};
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::cache::{Cached, Lookup, RecordCache};
@@ -20,7 +21,7 @@ use crate::config::ConflictMode;
 use crate::error::{CommandError, CommandResult};
 use crate::storage::{
     expiry_key, split_expiry_key, split_storage_key, storage_key, BatchOp, Durability, Engine, Space, StorageError,
-    Value,
+    StorageKey, Value,
 };
 use crate::version::{ActorId, EncodedRecord, Record, RecordView, Sibling, VersionVector, WriteError, MAX_SIBLINGS};
 
@@ -117,6 +118,9 @@ enum Held {
     Other(Arc<Record>),
 }
 
+/// The storage ops of one write: a record and at most two expiry-index changes, kept on the stack.
+type Ops = SmallVec<[BatchOp; 3]>;
+
 /// The local store of versioned records.
 pub struct Replica {
     engine: Arc<dyn Engine>,
@@ -165,7 +169,7 @@ impl Replica {
         self.conflicts
     }
 
-    fn stored_key(&self, db: u8, key: &[u8]) -> CommandResult<Vec<u8>> {
+    fn stored_key(&self, db: u8, key: &[u8]) -> CommandResult<StorageKey> {
         let max = self.engine.max_key_len();
         if key.len() > max {
             return Err(StorageError::KeyTooLong(max).into());
@@ -288,11 +292,11 @@ impl Replica {
         let now = now_ms();
         let mut record = self.load_mut(&stored)?;
         let (mutation, out) = decide(Current::of(&record, now, self.conflicts))?;
-        let mut ops = Vec::with_capacity(3);
+        let mut ops = Ops::new();
         let Some(encoded) = self.apply_mutation(&mut record, &stored, mutation, now, &mut ops)? else {
             return Ok((out, None));
         };
-        self.commit(ops)?;
+        self.commit(&ops)?;
         let written = EncodedRecord {
             record: Arc::new(record),
             encoded,
@@ -360,7 +364,7 @@ impl Replica {
     /// key `stored`, whose lock the caller holds. A borrowed `incoming` is copied only if it is stored as it is.
     fn merge_locked(
         &self,
-        stored: Vec<u8>,
+        stored: StorageKey,
         current: Option<Arc<Record>>,
         incoming: Cow<'_, Record>,
         encoded: Option<&Bytes>,
@@ -395,7 +399,7 @@ impl Replica {
     /// the caller holds), moving its expiry index entry from `previous_expiry`.
     fn store(
         &self,
-        stored: Vec<u8>,
+        stored: StorageKey,
         previous_expiry: Option<u64>,
         record: Record,
         encoded: Bytes,
@@ -408,17 +412,17 @@ impl Replica {
     /// needed only by a cache, and decoded for it if not given.
     fn store_encoded(
         &self,
-        stored: Vec<u8>,
+        stored: StorageKey,
         previous_expiry: Option<u64>,
         next_expiry: Option<u64>,
         encoded: Bytes,
         record: Option<Record>,
     ) -> CommandResult<()> {
-        let mut ops = Vec::with_capacity(3);
+        let mut ops = Ops::new();
         Self::reindex(previous_expiry, next_expiry, &stored, &mut ops);
         let cache_key = self.cache.is_some().then(|| stored.clone());
         ops.push(BatchOp::Put(Space::Records, stored, encoded.clone()));
-        self.commit(ops)?;
+        self.commit(&ops)?;
         if let Some(cache_key) = cache_key {
             let record = match record {
                 Some(record) => Arc::new(record),
@@ -455,7 +459,7 @@ impl Replica {
         let current: Vec<Current<'_>> = records.iter().map(|r| Current::of(r, now, self.conflicts)).collect();
         let (mutations, out) = decide(&current)?;
         debug_assert_eq!(mutations.len(), keys.len());
-        let mut ops = Vec::with_capacity(3 * keys.len());
+        let mut ops = Ops::with_capacity(3 * keys.len());
         // A key named twice (MSET k 1 k 2) must end with the last mutation only.
         let mut encodings: Vec<Option<Bytes>> = Vec::with_capacity(keys.len());
         for (i, mutation) in mutations.into_iter().enumerate() {
@@ -465,7 +469,7 @@ impl Replica {
                 false => None,
             });
         }
-        self.commit(ops)?;
+        self.commit(&ops)?;
         let mut written = Vec::with_capacity(keys.len());
         for ((stored, record), encoded) in stored.iter().zip(records).zip(encodings) {
             let Some(encoded) = encoded else {
@@ -491,7 +495,7 @@ impl Replica {
         stored: &[u8],
         mutation: Mutation,
         now: u64,
-        ops: &mut Vec<BatchOp>,
+        ops: &mut Ops,
     ) -> CommandResult<Option<Bytes>> {
         let (value, expire_at_ms, context) = match mutation {
             Mutation::Keep => return Ok(None),
@@ -513,12 +517,16 @@ impl Replica {
         written.map_err(|WriteError::TooManySiblings| CommandError::TooManySiblings(MAX_SIBLINGS))?;
         Self::reindex(previous_expiry, record.next_expiry(), stored, ops);
         let encoded = Bytes::from(record.encode());
-        ops.push(BatchOp::Put(Space::Records, stored.to_vec(), encoded.clone()));
+        ops.push(BatchOp::Put(
+            Space::Records,
+            StorageKey::from_slice(stored),
+            encoded.clone(),
+        ));
         Ok(Some(encoded))
     }
 
     /// Queues the expiry-index changes for a record whose earliest expiry goes from `previous` to `next`.
-    fn reindex(previous: Option<u64>, next: Option<u64>, stored: &[u8], ops: &mut Vec<BatchOp>) {
+    fn reindex(previous: Option<u64>, next: Option<u64>, stored: &[u8], ops: &mut Ops) {
         if previous == next {
             return;
         }
@@ -530,7 +538,7 @@ impl Replica {
         }
     }
 
-    fn commit(&self, ops: Vec<BatchOp>) -> Result<(), StorageError> {
+    fn commit(&self, ops: &[BatchOp]) -> Result<(), StorageError> {
         if ops.is_empty() {
             return Ok(());
         }
@@ -597,7 +605,7 @@ impl Replica {
                     if let Some(at) = Record::decode(bytes).and_then(|r| r.next_expiry()) {
                         batch.push(BatchOp::Delete(Space::Expiry, expiry_key(at, stored)));
                     }
-                    batch.push(BatchOp::Delete(Space::Records, stored.to_vec()));
+                    batch.push(BatchOp::Delete(Space::Records, StorageKey::from_slice(stored)));
                 }
                 if batch.len() < 4096 {
                     return ControlFlow::Continue(());
@@ -605,7 +613,7 @@ impl Replica {
                 resume = Some(stored.to_vec());
                 ControlFlow::Break(())
             })?;
-            self.commit(batch)?;
+            self.commit(&batch)?;
             match resume {
                 Some(next) => from = next,
                 None => break,
@@ -637,7 +645,7 @@ impl Replica {
         let mut expired = 0;
         for (at, stored) in &due {
             let _guard = self.locks[Self::stripe(stored)].lock();
-            let mut ops = vec![BatchOp::Delete(Space::Expiry, expiry_key(*at, stored))];
+            let mut ops: Ops = smallvec![BatchOp::Delete(Space::Expiry, expiry_key(*at, stored))];
             let mut cached = None;
             if let Some(mut record) = self.load(stored)?.map(Arc::unwrap_or_clone) {
                 let values = |r: &Record| r.siblings.iter().filter(|s| s.value.is_some()).count();
@@ -647,7 +655,7 @@ impl Replica {
                     expired += 1;
                 }
                 if empty {
-                    ops.push(BatchOp::Delete(Space::Records, stored.clone()));
+                    ops.push(BatchOp::Delete(Space::Records, StorageKey::from_slice(stored)));
                     cached = Some(None);
                 } else {
                     if let Some(next) = record.next_expiry() {
@@ -655,13 +663,17 @@ impl Replica {
                     }
                     if record.siblings.len() != siblings {
                         let encoded = Bytes::from(record.encode());
-                        ops.push(BatchOp::Put(Space::Records, stored.clone(), encoded.clone()));
+                        ops.push(BatchOp::Put(
+                            Space::Records,
+                            StorageKey::from_slice(stored),
+                            encoded.clone(),
+                        ));
                         let record = Arc::new(record);
                         cached = Some(Some(EncodedRecord { record, encoded }));
                     }
                 }
             }
-            self.commit(ops)?;
+            self.commit(&ops)?;
             if let Some(written) = cached {
                 self.cache_put(stored, written.as_ref());
             }

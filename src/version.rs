@@ -274,12 +274,12 @@ fn subsumed<O: Versioned, N: Versioned>(
         .all(|&(actor, counter)| context_get(newer_context, actor) >= counter);
     // Ours: each one newer holds with the content merge keeps, or has superseded.
     let ours_kept = || {
-        siblings
-            .iter()
-            .all(|s| match newer_siblings.binary_search_by_key(&s.dot(), Versioned::dot) {
+        siblings.iter().all(
+            |s| match newer_siblings.binary_search_by_key(&s.dot(), Versioned::dot) {
                 Ok(i) => newer_siblings[i].rank() >= s.rank(),
                 Err(_) => covers(newer_context, s.dot()),
-            })
+            },
+        )
     };
     // Theirs: each one we lack must be one we have not seen (else merge drops it).
     let theirs_kept = || {

@@ -191,13 +191,15 @@ pub enum WireReply {
     Map(Vec<(WireReply, WireReply)>),
     Set(Vec<WireReply>),
     Verbatim(String),
+    /// `+OK`, the reply of most writes, without a string to allocate.
+    Ok,
 }
 
 impl From<Reply> for WireReply {
     fn from(reply: Reply) -> Self {
         let many = |items: Vec<Reply>| items.into_iter().map(WireReply::from).collect();
         match reply {
-            Reply::Ok => WireReply::Status("OK".into()),
+            Reply::Ok => WireReply::Ok,
             Reply::Status(s) => WireReply::Status(s.into()),
             Reply::StatusOwned(s) => WireReply::Status(s),
             Reply::Error(e) => WireReply::Error(e),
@@ -217,6 +219,7 @@ impl From<WireReply> for Reply {
     fn from(wire: WireReply) -> Self {
         let many = |items: Vec<WireReply>| items.into_iter().map(Reply::from).collect();
         match wire {
+            WireReply::Ok => Reply::Ok,
             WireReply::Status(s) if s == "OK" => Reply::Ok,
             WireReply::Status(s) => Reply::StatusOwned(s),
             WireReply::Error(e) => Reply::Error(e),

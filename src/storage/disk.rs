@@ -70,25 +70,22 @@ impl Engine for DiskEngine {
         Ok(self.records.get(key)?.map(Value::Slice))
     }
 
-    fn apply(&self, mut ops: Vec<BatchOp>) -> Result<(), StorageError> {
-        if ops.len() == 1 {
-            // A lone write (most SETs) skips the batch's bookkeeping; it is
-            // just as atomic.
-            match ops.pop() {
-                Some(BatchOp::Put(space, key, value)) => self.space(space).insert(key, &value[..])?,
-                Some(BatchOp::Delete(space, key)) => self.space(space).remove(key)?,
-                None => {}
-            }
-            return Ok(());
-        }
-        let mut batch = self.db.batch();
-        for op in ops {
-            match op {
-                BatchOp::Put(space, key, value) => batch.insert(self.space(space), key, &value[..]),
-                BatchOp::Delete(space, key) => batch.remove(self.space(space), key),
+    fn apply(&self, ops: &[BatchOp]) -> Result<(), StorageError> {
+        match ops {
+            // A lone write (most SETs) skips the batch's bookkeeping; it is just as atomic.
+            [BatchOp::Put(space, key, value)] => self.space(*space).insert(&key[..], &value[..])?,
+            [BatchOp::Delete(space, key)] => self.space(*space).remove(&key[..])?,
+            _ => {
+                let mut batch = self.db.batch();
+                for op in ops {
+                    match op {
+                        BatchOp::Put(space, key, value) => batch.insert(self.space(*space), &key[..], &value[..]),
+                        BatchOp::Delete(space, key) => batch.remove(self.space(*space), &key[..]),
+                    }
+                }
+                batch.commit()?;
             }
         }
-        batch.commit()?;
         Ok(())
     }
 

@@ -180,7 +180,7 @@ mod tests {
         fn get(&self, key: &[u8]) -> Result<Option<Value>, StorageError> {
             self.inner.get(key)
         }
-        fn apply(&self, ops: Vec<BatchOp>) -> Result<(), StorageError> {
+        fn apply(&self, ops: &[BatchOp]) -> Result<(), StorageError> {
             self.inner.apply(ops)
         }
         fn scan(&self, space: Space, from: &[u8], visit: &mut Visitor<'_>) -> Result<(), StorageError> {

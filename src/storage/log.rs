@@ -337,11 +337,11 @@ impl Engine for LogEngine {
         self.shared.ram.read_with(key, read)
     }
 
-    fn apply(&self, ops: Vec<BatchOp>) -> Result<(), StorageError> {
+    fn apply(&self, ops: &[BatchOp]) -> Result<(), StorageError> {
         let full = {
             let mut pending = self.shared.pending.lock();
             let mut frame = FrameBuilder::new(&mut pending);
-            frame.batch(&ops);
+            frame.batch(ops);
             frame.finish();
             self.shared.ram.apply(ops)?;
             pending.len() >= PENDING_MAX
@@ -417,14 +417,14 @@ mod tests {
     use std::ops::ControlFlow;
 
     use super::*;
-    use crate::storage::storage_key;
+    use crate::storage::{storage_key, StorageKey};
     use bytes::Bytes;
 
     fn put(engine: &LogEngine, key: &[u8], value: &[u8]) {
         engine
-            .apply(vec![BatchOp::Put(
+            .apply(&[BatchOp::Put(
                 Space::Records,
-                key.to_vec(),
+                StorageKey::from_slice(key),
                 Bytes::copy_from_slice(value),
             )])
             .expect("apply");
@@ -460,7 +460,7 @@ mod tests {
             put(&engine, &a, b"1");
             put(&engine, &b, b"2");
             engine
-                .apply(vec![BatchOp::Delete(Space::Records, b.clone())])
+                .apply(&[BatchOp::Delete(Space::Records, b.clone())])
                 .expect("delete");
             engine.clear().expect("clear");
             put(&engine, &a, b"3");
@@ -468,7 +468,7 @@ mod tests {
             put(&engine, &b, b"never flushed");
         }
         let engine = LogEngine::open(dir.path()).expect("reopen");
-        assert_eq!(contents(&engine), vec![(a, b"3".to_vec())]);
+        assert_eq!(contents(&engine), vec![(a.to_vec(), b"3".to_vec())]);
     }
 
     #[test]
@@ -494,18 +494,21 @@ mod tests {
         drop(file);
         {
             let engine = LogEngine::open(dir.path()).expect("reopen");
-            assert_eq!(contents(&engine), vec![(a.clone(), b"kept".to_vec())]);
+            assert_eq!(contents(&engine), vec![(a.to_vec(), b"kept".to_vec())]);
             put(&engine, &b, b"after");
             engine.sync().expect("sync");
         }
         let engine = LogEngine::open(dir.path()).expect("reopen again");
-        assert_eq!(contents(&engine), vec![(a, b"kept".to_vec()), (b, b"after".to_vec())]);
+        assert_eq!(
+            contents(&engine),
+            vec![(a.to_vec(), b"kept".to_vec()), (b.to_vec(), b"after".to_vec())]
+        );
     }
 
     #[test]
     fn a_rewrite_keeps_everything_and_leaves_one_snapshot_and_one_log() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let keys: Vec<Vec<u8>> = (0..500u16)
+        let keys: Vec<StorageKey> = (0..500u16)
             .map(|i| storage_key(i * 31 % 16384, 0, &i.to_be_bytes()))
             .collect();
         let expected = {
@@ -515,14 +518,18 @@ mod tests {
                     put(&engine, key, &[round; 10]);
                 }
                 engine
-                    .apply(vec![BatchOp::Put(Space::Expiry, vec![round], Bytes::new())])
+                    .apply(&[BatchOp::Put(
+                        Space::Expiry,
+                        StorageKey::from_slice(&[round]),
+                        Bytes::new(),
+                    )])
                     .expect("expiry");
                 engine.flush().expect("flush");
                 engine.rewrite_now().expect("rewrite");
             }
             // Changes after the last rewrite land in the new log.
             engine
-                .apply(vec![BatchOp::Delete(Space::Records, keys[0].clone())])
+                .apply(&[BatchOp::Delete(Space::Records, keys[0].clone())])
                 .expect("delete");
             engine.flush().expect("flush");
             contents(&engine)

@@ -180,12 +180,12 @@ impl Engine for MemoryEngine {
         Ok(())
     }
 
-    fn apply(&self, ops: Vec<BatchOp>) -> Result<(), StorageError> {
+    fn apply(&self, ops: &[BatchOp]) -> Result<(), StorageError> {
         // Callers hold the key's lock, so per-map atomicity is enough here.
         for op in ops {
             match op {
-                BatchOp::Put(space, key, value) => self.put(space, &key, &value),
-                BatchOp::Delete(space, key) => self.remove(space, &key),
+                BatchOp::Put(space, key, value) => self.put(*space, key, value),
+                BatchOp::Delete(space, key) => self.remove(*space, key),
             }
         }
         Ok(())
@@ -253,17 +253,17 @@ mod tests {
         let mut keys: Vec<Vec<u8>> = Vec::new();
         for slot in [0u16, 1, 15, 16, 255, 256, 16383] {
             for name in ["b", "a", "c", "aa", ""] {
-                keys.push(storage_key(slot, 0, name.as_bytes()));
+                keys.push(storage_key(slot, 0, name.as_bytes()).to_vec());
             }
         }
         // Keys shorter than a slot prefix sort before slot 0's keys.
         keys.push(vec![]);
         keys.push(vec![0]);
-        let ops = keys
+        let ops: Vec<BatchOp> = keys
             .iter()
-            .map(|k| BatchOp::Put(Space::Records, k.clone(), Bytes::from(k.clone())))
+            .map(|k| BatchOp::Put(Space::Records, k.as_slice().into(), Bytes::from(k.clone())))
             .collect();
-        engine.apply(ops).expect("apply");
+        engine.apply(&ops).expect("apply");
         keys.sort();
         let scan_from = |from: &[u8]| {
             let mut seen = Vec::new();
@@ -278,7 +278,7 @@ mod tests {
         };
         assert_eq!(scan_from(&[]), keys);
         let middle = storage_key(255, 0, b"aa");
-        let at = keys.iter().position(|k| *k == middle).expect("present");
+        let at = keys.iter().position(|k| k[..] == middle[..]).expect("present");
         assert_eq!(scan_from(&middle), keys[at..].to_vec());
     }
 

@@ -66,13 +66,17 @@ pub enum Space {
     Expiry,
 }
 
+/// A storage key (or expiry-index key), inline up to 48 bytes: one is built for every record read or written,
+/// and most keys are short.
+pub type StorageKey = smallvec::SmallVec<[u8; 48]>;
+
 /// One change in an atomic batch.
 #[derive(Debug)]
 pub enum BatchOp {
     /// Insert or overwrite (the value is shared: the record cache keeps the same bytes).
-    Put(Space, Vec<u8>, bytes::Bytes),
+    Put(Space, StorageKey, bytes::Bytes),
     /// Remove if present.
-    Delete(Space, Vec<u8>),
+    Delete(Space, StorageKey),
 }
 
 /// A stored value, borrowed from the engine without copying where it can be.
@@ -109,7 +113,7 @@ pub trait Engine: Send + Sync + 'static {
         Ok(())
     }
     /// Applies all ops atomically: after a crash either all or none are visible.
-    fn apply(&self, ops: Vec<BatchOp>) -> Result<(), StorageError>;
+    fn apply(&self, ops: &[BatchOp]) -> Result<(), StorageError>;
     /// Visits keys of `space` in order from `from` (inclusive) until `visit` breaks.
     fn scan(&self, space: Space, from: &[u8], visit: &mut Visitor<'_>) -> Result<(), StorageError>;
     /// Hands every applied batch to the OS, so it survives the process
@@ -165,8 +169,8 @@ pub fn open(config: &StorageConfig, data_dir: &Path) -> Result<Arc<dyn Engine>, 
 pub const KEY_PREFIX_LEN: usize = 3;
 
 /// The storage key of `key` in database `db`, which lives in `slot`.
-pub fn storage_key(slot: u16, db: u8, key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(KEY_PREFIX_LEN + key.len());
+pub fn storage_key(slot: u16, db: u8, key: &[u8]) -> StorageKey {
+    let mut out = StorageKey::with_capacity(KEY_PREFIX_LEN + key.len());
     out.extend_from_slice(&slot.to_be_bytes());
     out.push(db);
     out.extend_from_slice(key);
@@ -183,8 +187,8 @@ pub fn split_storage_key(stored: &[u8]) -> Option<(u16, u8, &[u8])> {
 }
 
 /// The expiry-index key for a record due at `at_ms`.
-pub fn expiry_key(at_ms: u64, stored: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + stored.len());
+pub fn expiry_key(at_ms: u64, stored: &[u8]) -> StorageKey {
+    let mut out = StorageKey::with_capacity(8 + stored.len());
     out.extend_from_slice(&at_ms.to_be_bytes());
     out.extend_from_slice(stored);
     out
@@ -212,11 +216,11 @@ mod tests {
         ]
     }
 
-    fn collect(engine: &dyn Engine, space: Space, from: &[u8]) -> Vec<Vec<u8>> {
+    fn collect(engine: &dyn Engine, space: Space, from: &[u8]) -> Vec<StorageKey> {
         let mut keys = Vec::new();
         engine
             .scan(space, from, &mut |k, _| {
-                keys.push(k.to_vec());
+                keys.push(StorageKey::from_slice(k));
                 ControlFlow::Continue(())
             })
             .expect("scan");
@@ -230,7 +234,7 @@ mod tests {
             let b = storage_key(5, 1, b"b");
             let c = storage_key(300, 0, b"c");
             engine
-                .apply(vec![
+                .apply(&[
                     BatchOp::Put(Space::Records, c.clone(), bytes::Bytes::from_static(b"3")),
                     BatchOp::Put(Space::Records, a.clone(), bytes::Bytes::from_static(b"1")),
                     BatchOp::Put(Space::Records, b.clone(), bytes::Bytes::from_static(b"2")),
@@ -245,7 +249,7 @@ mod tests {
             assert_eq!(collect(&*engine, Space::Records, &b), vec![b.clone(), c.clone()]);
             assert_eq!(collect(&*engine, Space::Expiry, &[]).len(), 1);
             engine
-                .apply(vec![BatchOp::Delete(Space::Records, b.clone())])
+                .apply(&[BatchOp::Delete(Space::Records, b.clone())])
                 .expect("delete");
             assert!(engine.get(&b).expect("get").is_none());
             engine.flush().expect("flush");
@@ -263,9 +267,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let engine = DiskEngine::open(dir.path(), 8, 8).expect("open");
         engine
-            .apply(vec![BatchOp::Put(
+            .apply(&[BatchOp::Put(
                 Space::Records,
-                b"k".to_vec(),
+                StorageKey::from_slice(b"k"),
                 bytes::Bytes::from_static(b"v"),
             )])
             .expect("apply");

@@ -10,7 +10,7 @@ use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 use smallvec::SmallVec;
 
-use super::{subsumed, ActorId, Dot, Versioned, VersionVector};
+use super::{subsumed, ActorId, Dot, VersionVector, Versioned};
 
 /// A record's context and siblings borrowed from its encoding. Decoding
 /// accepts exactly what [`Record::decode`](super::Record::decode) accepts (the
@@ -78,9 +78,7 @@ impl<'a> RecordView<'a> {
                 .binary_search_by_key(&dot.actor, |&(actor, _)| actor)
                 .is_ok_and(|i| self.context[i].1 >= dot.counter)
         };
-        context
-            && self.siblings.windows(2).all(|w| w[0].dot < w[1].dot)
-            && self.siblings.iter().all(|s| covered(s.dot))
+        context && self.siblings.windows(2).all(|w| w[0].dot < w[1].dot) && self.siblings.iter().all(|s| covered(s.dot))
     }
 }
 
