@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use smallvec::SmallVec;
 
 use super::{ClusterStats, Coordinator, Peers, Scope};
 use crate::cluster::messages::{PeerRequest, PeerResponse};
@@ -39,7 +40,7 @@ impl Coordinator {
         }
         let key = Bytes::copy_from_slice(key);
         let mut pending = self.ask_encoded(peers, list, scope.db, &key, None);
-        let mut copies: Copies = Vec::with_capacity(list.len());
+        let mut copies = Copies::new();
         if local_replica {
             copies.push((me, self.local_copy(scope.db, &key)?));
         }
@@ -149,7 +150,7 @@ impl Coordinator {
         let mut errors: Vec<Option<CommandError>> = keys.iter().map(|_| None).collect();
         let mut copies: Vec<Copies> = Vec::with_capacity(keys.len());
         for (i, (key, list)) in keys.iter().zip(&lists).enumerate() {
-            let mut found = Vec::with_capacity(list.len());
+            let mut found = Copies::new();
             if list.contains(&me) {
                 match self.local_copy(db, key) {
                     Ok(copy) => found.push((me, copy)),
@@ -250,8 +251,9 @@ impl ReplicaCopy {
     }
 }
 
-/// The copies of one key that replicas answered with, by member (`None`: the replica holds nothing).
-type Copies = Vec<(MemberIndex, Option<ReplicaCopy>)>;
+/// The copies of one key that replicas answered with, by member (`None`: the replica holds nothing); inline for
+/// up to three replicas, as each key of a read has its own.
+type Copies = SmallVec<[(MemberIndex, Option<ReplicaCopy>); 3]>;
 
 /// Adds member `m`'s `answer` for one key to its `copies`: an encoding equal to a copy in hand shares its record,
 /// another is decoded; one that does not decode counts as no answer.
@@ -334,7 +336,7 @@ impl Repairer {
 
 /// The merge of the copies that exist; `None` if no replica holds the key. It keeps an encoding only while it is
 /// one of the copies unchanged.
-fn merge_copies(copies: &Copies) -> Option<ReplicaCopy> {
+fn merge_copies(copies: &[(MemberIndex, Option<ReplicaCopy>)]) -> Option<ReplicaCopy> {
     let mut merged: Option<ReplicaCopy> = None;
     for copy in copies.iter().filter_map(|(_, copy)| copy.as_ref()) {
         match &mut merged {
@@ -372,7 +374,7 @@ mod tests {
     #[test]
     fn equal_bytes_share_one_decoded_record_and_need_no_repair() {
         let one = record(1, b"v");
-        let mut copies: Copies = Vec::new();
+        let mut copies = Copies::new();
         add_copy(&mut copies, 0, encoded(&one));
         add_copy(&mut copies, 1, encoded(&one));
         let (first, second) = (copies[0].1.as_ref().expect("held"), copies[1].1.as_ref().expect("held"));
@@ -388,7 +390,7 @@ mod tests {
     #[test]
     fn different_copies_merge_and_the_stale_and_missing_ones_differ_from_it() {
         let (a, b) = (record(1, b"a"), record(2, b"b"));
-        let mut copies: Copies = Vec::new();
+        let mut copies = Copies::new();
         add_copy(&mut copies, 0, encoded(&a));
         add_copy(&mut copies, 1, encoded(&b));
         add_copy(&mut copies, 2, None);
@@ -405,6 +407,6 @@ mod tests {
             .map(|(m, _)| *m)
             .collect();
         assert_eq!(stale, [0, 1, 2]);
-        assert!(merge_copies(&vec![(0, None)]).is_none());
+        assert!(merge_copies(&[(0, None)]).is_none());
     }
 }
