@@ -27,7 +27,8 @@
 //!   between members.
 //! - [`replica`]: one node's versioned records: read-modify-write under
 //!   per-key locks, the expiry sweep.
-//! - [`version`]: dotted version vectors, siblings and their merge.
+//! - [`version`]: dotted version vectors, siblings and their merge; records
+//!   read in place from their encoding for replication (`version/view.rs`).
 //! - [`storage`]: the `Engine` trait with the fjall (disk), log (RAM plus an
 //!   append-only log) and memory engines, key layout, and durability (fsync
 //!   policy with group commit).
