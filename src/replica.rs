@@ -109,11 +109,10 @@ fn decode_stored(bytes: &[u8]) -> Result<Arc<Record>, StorageError> {
 
 /// What a merge of a copy found stored, read in place.
 enum Held {
-    Absent,
-    /// The same bytes as the copy.
-    Same,
-    /// A copy the incoming one subsumes, with its earliest expiry.
-    Subsumed(Option<u64>),
+    /// Nothing to change: the same bytes, or no copy and an incoming one holding no sibling (merge_locked's rule).
+    Settled,
+    /// No copy, or one the incoming copy subsumes (with its earliest expiry): the incoming bytes replace it.
+    Replaced(Option<u64>),
     /// A copy to merge with the incoming one.
     Other(Arc<Record>),
 }
@@ -320,26 +319,21 @@ impl Replica {
             }
         } else {
             let incoming = RecordView::decode(encoded).ok_or_else(malformed)?;
-            let mut held = Ok(Held::Absent);
+            let mut held = Ok(Held::Settled);
             self.engine.read_with(&stored, &mut |bytes| {
                 held = match bytes {
-                    None => Ok(Held::Absent),
-                    Some(bytes) if bytes == &encoded[..] => Ok(Held::Same),
+                    None if incoming.is_empty() => Ok(Held::Settled),
+                    None => Ok(Held::Replaced(None)),
+                    Some(bytes) if bytes == &encoded[..] => Ok(Held::Settled),
                     Some(bytes) => match RecordView::decode(bytes) {
-                        Some(view) if view.is_subsumed_by(&incoming) => Ok(Held::Subsumed(view.next_expiry())),
+                        Some(view) if view.is_subsumed_by(&incoming) => Ok(Held::Replaced(view.next_expiry())),
                         _ => decode_stored(bytes).map(Held::Other),
                     },
                 };
             })?;
             match held? {
-                Held::Same => return Ok(None),
-                // Nothing to keep of a copy holding no sibling (merge_locked's rule too).
-                Held::Absent if incoming.is_empty() => return Ok(None),
-                Held::Absent => {
-                    self.store_encoded(stored, None, incoming.next_expiry(), encoded.clone(), None)?;
-                    return Ok(None);
-                }
-                Held::Subsumed(previous_expiry) => {
+                Held::Settled => return Ok(None),
+                Held::Replaced(previous_expiry) => {
                     self.store_encoded(stored, previous_expiry, incoming.next_expiry(), encoded.clone(), None)?;
                     return Ok(None);
                 }

@@ -92,10 +92,7 @@ impl VersionVector {
     /// The highest counter of `actor` this context has seen (0 if none), used to
     /// issue the actor's next dot and to test coverage.
     pub fn get(&self, actor: ActorId) -> u64 {
-        match self.find(actor) {
-            Ok(i) => self.0[i].1,
-            Err(_) => 0,
-        }
+        context_get(&self.0, actor)
     }
 
     /// Whether this context has seen `dot` (`self[dot.actor] >= dot.counter`):

@@ -10,7 +10,7 @@ use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 use smallvec::SmallVec;
 
-use super::{subsumed, ActorId, Dot, VersionVector, Versioned};
+use super::{context_get, subsumed, ActorId, Dot, VersionVector, Versioned};
 
 /// A record's context and siblings borrowed from its encoding. Decoding
 /// accepts exactly what [`Record::decode`](super::Record::decode) accepts (the
@@ -72,13 +72,12 @@ impl<'a> RecordView<'a> {
     }
 
     fn is_canonical(&self) -> bool {
-        let context = VersionVector::is_canonical(&self.context);
-        let covered = |dot: Dot| {
-            self.context
-                .binary_search_by_key(&dot.actor, |&(actor, _)| actor)
-                .is_ok_and(|i| self.context[i].1 >= dot.counter)
-        };
-        context && self.siblings.windows(2).all(|w| w[0].dot < w[1].dot) && self.siblings.iter().all(|s| covered(s.dot))
+        VersionVector::is_canonical(&self.context)
+            && self.siblings.windows(2).all(|w| w[0].dot < w[1].dot)
+            && self
+                .siblings
+                .iter()
+                .all(|s| context_get(&self.context, s.dot.actor) >= s.dot.counter)
     }
 }
 
