@@ -334,7 +334,8 @@ impl Replica {
             match held? {
                 Held::Settled => return Ok(None),
                 Held::Replaced(previous_expiry) => {
-                    self.store_encoded(stored, previous_expiry, incoming.next_expiry(), encoded.clone(), None)?;
+                    // No cache to update on this path.
+                    self.store_encoded(stored, previous_expiry, incoming.next_expiry(), encoded.clone())?;
                     return Ok(None);
                 }
                 Held::Other(current) => Some(current),
@@ -398,33 +399,28 @@ impl Replica {
         record: Record,
         encoded: Bytes,
     ) -> CommandResult<()> {
-        let next_expiry = record.next_expiry();
-        self.store_encoded(stored, previous_expiry, next_expiry, encoded, Some(record))
+        let cache_key = self.cache.is_some().then(|| stored.clone());
+        self.store_encoded(stored, previous_expiry, record.next_expiry(), encoded.clone())?;
+        if let Some(cache_key) = cache_key {
+            let record = Arc::new(record);
+            self.cache_put(&cache_key, Some(&EncodedRecord { record, encoded }));
+        }
+        Ok(())
     }
 
-    /// [`Replica::store`] of an encoding whose record's earliest expiry is `next_expiry`; the record itself is
-    /// needed only by a cache, and decoded for it if not given.
+    /// Writes an encoding whose record's earliest expiry is `next_expiry` under `stored`, moving its expiry index
+    /// entry from `previous_expiry`. The cache, if there is one, is the caller's to update.
     fn store_encoded(
         &self,
         stored: StorageKey,
         previous_expiry: Option<u64>,
         next_expiry: Option<u64>,
         encoded: Bytes,
-        record: Option<Record>,
     ) -> CommandResult<()> {
         let mut ops = Ops::new();
         Self::reindex(previous_expiry, next_expiry, &stored, &mut ops);
-        let cache_key = self.cache.is_some().then(|| stored.clone());
-        ops.push(BatchOp::Put(Space::Records, stored, encoded.clone()));
-        self.commit(&ops)?;
-        if let Some(cache_key) = cache_key {
-            let record = match record {
-                Some(record) => Arc::new(record),
-                None => decode_stored(&encoded)?,
-            };
-            self.cache_put(&cache_key, Some(&EncodedRecord { record, encoded }));
-        }
-        Ok(())
+        ops.push(BatchOp::Put(Space::Records, stored, encoded));
+        Ok(self.commit(&ops)?)
     }
 
     /// Read-modify-write of several keys at once, atomically on this node

@@ -98,7 +98,7 @@ impl VersionVector {
     /// Whether this context has seen `dot` (`self[dot.actor] >= dot.counter`):
     /// a write or merge carrying this context supersedes a sibling with that dot.
     pub fn covers(&self, dot: Dot) -> bool {
-        self.get(dot.actor) >= dot.counter
+        context_covers(&self.0, dot)
     }
 
     /// Pointwise max: the knowledge of both contexts, used when merging copies
@@ -258,6 +258,16 @@ fn context_get(context: &[(ActorId, u64)], actor: ActorId) -> u64 {
         .map_or(0, |i| context[i].1)
 }
 
+/// [`VersionVector::covers`] of a canonical context.
+fn context_covers(context: &[(ActorId, u64)], dot: Dot) -> bool {
+    context_get(context, dot.actor) >= dot.counter
+}
+
+/// The invariant on a record's siblings, owned or read in place: sorted by unique dot, each covered by `context`.
+fn siblings_canonical<S: Versioned>(context: &[(ActorId, u64)], siblings: &[S]) -> bool {
+    siblings.windows(2).all(|w| w[0].dot() < w[1].dot()) && siblings.iter().all(|s| context_covers(context, s.dot()))
+}
+
 /// [`Record::is_subsumed_by`] over the parts of two records, owned or read in place.
 fn subsumed<O: Versioned, N: Versioned>(
     context: &[(ActorId, u64)],
@@ -265,7 +275,6 @@ fn subsumed<O: Versioned, N: Versioned>(
     newer_context: &[(ActorId, u64)],
     newer_siblings: &[N],
 ) -> bool {
-    let covers = |context: &[(ActorId, u64)], dot: Dot| context_get(context, dot.actor) >= dot.counter;
     let context_below = context
         .iter()
         .all(|&(actor, counter)| context_get(newer_context, actor) >= counter);
@@ -274,15 +283,15 @@ fn subsumed<O: Versioned, N: Versioned>(
         siblings.iter().all(
             |s| match newer_siblings.binary_search_by_key(&s.dot(), Versioned::dot) {
                 Ok(i) => newer_siblings[i].rank() >= s.rank(),
-                Err(_) => covers(newer_context, s.dot()),
+                Err(_) => context_covers(newer_context, s.dot()),
             },
         )
     };
     // Theirs: each one we lack must be one we have not seen (else merge drops it).
     let theirs_kept = || {
-        newer_siblings
-            .iter()
-            .all(|o| siblings.binary_search_by_key(&o.dot(), Versioned::dot).is_ok() || !covers(context, o.dot()))
+        newer_siblings.iter().all(|o| {
+            siblings.binary_search_by_key(&o.dot(), Versioned::dot).is_ok() || !context_covers(context, o.dot())
+        })
     };
     context_below && ours_kept() && theirs_kept()
 }
@@ -506,8 +515,7 @@ impl Record {
     }
 
     fn is_canonical(&self) -> bool {
-        self.siblings.windows(2).all(|w| w[0].dot < w[1].dot)
-            && self.siblings.iter().all(|s| self.context.covers(s.dot))
+        siblings_canonical(&self.context.0, &self.siblings)
     }
 }
 

@@ -10,7 +10,7 @@ use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 use smallvec::SmallVec;
 
-use super::{context_get, subsumed, ActorId, Dot, VersionVector, Versioned};
+use super::{siblings_canonical, subsumed, ActorId, Dot, VersionVector, Versioned};
 
 /// A record's context and siblings borrowed from its encoding. Decoding
 /// accepts exactly what [`Record::decode`](super::Record::decode) accepts (the
@@ -72,12 +72,7 @@ impl<'a> RecordView<'a> {
     }
 
     fn is_canonical(&self) -> bool {
-        VersionVector::is_canonical(&self.context)
-            && self.siblings.windows(2).all(|w| w[0].dot < w[1].dot)
-            && self
-                .siblings
-                .iter()
-                .all(|s| context_get(&self.context, s.dot.actor) >= s.dot.counter)
+        VersionVector::is_canonical(&self.context) && siblings_canonical(&self.context, &self.siblings)
     }
 }
 
