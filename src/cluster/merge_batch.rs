@@ -8,15 +8,18 @@
 //! When a batch goes: a write that waits for acks queues its merges, then yields once, so that every write of the
 //! pass queues its own before the first of them polls the batch's answer, which sends it. Merges nobody waits for
 //! (told, not asked) go when the scope ends, before the task answers. Each write still counts its own acks, so W
-//! is exactly what it was with a message per key.
+//! is exactly what it was with a message per key. A write stops waiting once it has W; batches still unanswered
+//! when the scope ends are handed back to the caller to wait for (one task per pipeline, not one per write).
 
 use std::cell::RefCell;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::future::{BoxFuture, FutureExt, Shared};
+use futures_util::future::{join_all, BoxFuture, FutureExt, Shared};
 use parking_lot::Mutex;
 
 use super::coordinator::ClusterStats;
@@ -62,13 +65,49 @@ impl MergeAnswer {
 /// A batch's answers, shared by the writes in it.
 type Answers = Arc<Option<Vec<PeerResponse>>>;
 
+/// A batch's answers, sent when first polled.
+type BatchCall = Shared<BoxFuture<'static, Answers>>;
+
+/// One write's answer from a batch. Dropping it does not cancel the batch: the scope hands batches still
+/// unanswered at its end to its caller (see [`Unanswered`]).
+pub struct BatchedAnswer {
+    answers: BatchCall,
+    index: usize,
+}
+
+impl Future for BatchedAnswer {
+    type Output = MergeAnswer;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<MergeAnswer> {
+        let answers = ready!(Pin::new(&mut self.answers).poll(cx));
+        let answer = answers.as_deref().and_then(|all| all.get(self.index));
+        Poll::Ready(answer.map_or(MergeAnswer::Failed, MergeAnswer::of))
+    }
+}
+
+/// Batches a scope sent whose answers had not come when it ended: waited for after it, so that a merge counts in
+/// flight until it lands (FLUSHDB's fence) though no write waits for it any more.
+pub struct Unanswered(Vec<BatchCall>);
+
+impl Unanswered {
+    /// Whether every batch was answered.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Waits for the answers (and drops them).
+    pub async fn wait(self) {
+        join_all(self.0).await;
+    }
+}
+
 /// Merges to one member that have not been sent yet, and the answer that sends them when first polled.
 struct Open {
     member: MemberIndex,
     bytes: usize,
     /// `None` once sent.
     queued: Arc<Mutex<Option<Vec<Written>>>>,
-    answers: Shared<BoxFuture<'static, Answers>>,
+    answers: BatchCall,
 }
 
 /// The batches of one scope.
@@ -77,45 +116,50 @@ struct Batches {
     timeout: Duration,
     stats: Arc<ClusterStats>,
     open: RefCell<Vec<Open>>,
+    /// Every batch opened, to find those unanswered at the end.
+    asked: RefCell<Vec<BatchCall>>,
     /// Merges told (no answer wanted), per member, sent when the scope ends.
     told: RefCell<Vec<(MemberIndex, Vec<Written>)>>,
 }
 
-/// Runs `writes` with their merges batched per member (see the module doc).
+/// Runs `writes` with their merges batched per member (see the module doc); gives their output and the batches
+/// still unanswered.
 pub async fn scope<T>(
     bus: Arc<Bus<PeerService>>,
     timeout: Duration,
     stats: Arc<ClusterStats>,
     writes: impl Future<Output = T>,
-) -> T {
+) -> (T, Unanswered) {
     let batches = Batches {
         bus,
         timeout,
         stats,
         open: RefCell::new(Vec::new()),
+        asked: RefCell::new(Vec::new()),
         told: RefCell::new(Vec::new()),
     };
     BATCHES
         .scope(batches, async {
             let out = writes.await;
-            BATCHES.with(Batches::send_told);
-            out
+            let unanswered = BATCHES.with(|batches| {
+                batches.send_told();
+                let mut asked = batches.asked.take();
+                asked.retain(|call| call.peek().is_none());
+                Unanswered(asked)
+            });
+            (out, unanswered)
         })
         .await
 }
 
 /// Queues a merge of `written` to `member` if a scope is open, and gives the way to its answer; otherwise gives
 /// `written` back, to be sent on its own. The caller yields once before it awaits (see the module doc).
-pub fn ask(member: MemberIndex, written: Written) -> Result<impl Future<Output = MergeAnswer>, Written> {
+pub fn ask(member: MemberIndex, written: Written) -> Result<BatchedAnswer, Written> {
     if !is_open() {
         return Err(written);
     }
     let (answers, index) = BATCHES.with(|batches| batches.ask(member, written));
-    Ok(async move {
-        let answers = answers.await;
-        let answer = answers.as_deref().and_then(|all| all.get(index));
-        answer.map_or(MergeAnswer::Failed, MergeAnswer::of)
-    })
+    Ok(BatchedAnswer { answers, index })
 }
 
 /// Queues a merge of `written` to `member`, sent without asking for an answer when the scope ends, if a scope is
@@ -142,7 +186,7 @@ pub fn is_open() -> bool {
 impl Batches {
     /// Queues `written` in `member`'s open batch (a new one if it was sent or is full): the batch's answers and
     /// the merge's position in them.
-    fn ask(&self, member: MemberIndex, written: Written) -> (Shared<BoxFuture<'static, Answers>>, usize) {
+    fn ask(&self, member: MemberIndex, written: Written) -> (BatchCall, usize) {
         let size = weight(&written);
         let mut open = self.open.borrow_mut();
         open.retain(|batch| batch.queued.lock().is_some());
@@ -152,7 +196,9 @@ impl Batches {
         {
             Some(at) => at,
             None => {
-                open.push(self.open_batch(member));
+                let batch = self.open_batch(member);
+                self.asked.borrow_mut().push(batch.answers.clone());
+                open.push(batch);
                 open.len() - 1
             }
         };

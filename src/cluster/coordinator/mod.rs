@@ -25,13 +25,16 @@ mod reads;
 
 use std::future::Future;
 use std::ops::RangeInclusive;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::future::{join_all, Either};
-use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::future::{join_all, poll_fn, BoxFuture};
+use futures_util::stream::StreamExt;
+use smallvec::SmallVec;
 use tokio::sync::Notify;
 
 use crate::clock::now_ms;
@@ -48,6 +51,41 @@ use crate::net::Bus;
 use crate::node::Stats;
 use crate::replica::{Current, Mutation, RecordVisitor, Replica};
 use crate::version::Record;
+
+/// A replica's answer to one merge of a write: from its pipeline's batch, or from a message of its own.
+enum Ack {
+    Batched(merge_batch::BatchedAnswer),
+    Alone(BoxFuture<'static, MergeAnswer>),
+}
+
+impl Future for Ack {
+    type Output = MergeAnswer;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<MergeAnswer> {
+        match self.get_mut() {
+            Ack::Batched(answer) => Pin::new(answer).poll(cx),
+            Ack::Alone(answer) => answer.as_mut().poll(cx),
+        }
+    }
+}
+
+/// The first of `acks` to answer, taken out of them; `None` once none is left. Written here rather than with
+/// `FuturesUnordered`: a write waits for one or two acks, and that set's allocations cost more than polling both.
+async fn next_answer(acks: &mut SmallVec<[Ack; 2]>) -> Option<MergeAnswer> {
+    poll_fn(|cx| {
+        if acks.is_empty() {
+            return Poll::Ready(None);
+        }
+        for i in 0..acks.len() {
+            if let Poll::Ready(answer) = Pin::new(&mut acks[i]).poll(cx) {
+                acks.swap_remove(i);
+                return Poll::Ready(Some(answer));
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
 
 /// The database and the quorums one operation uses (a connection may
 /// override R and W with CONSISTENCY; 0 means the configured default).
@@ -192,7 +230,17 @@ impl Coordinator {
         match &self.peers {
             Some(peers) => {
                 let _in_flight = self.in_flight.enter();
-                merge_batch::scope(peers.bus.clone(), peers.timeout, self.stats.clone(), writes).await
+                let (out, unanswered) =
+                    merge_batch::scope(peers.bus.clone(), peers.timeout, self.stats.clone(), writes).await;
+                if !unanswered.is_empty() {
+                    // The merges no write waited for still count until they land (FLUSHDB's fence).
+                    let in_flight = self.in_flight.enter();
+                    tokio::spawn(async move {
+                        let _in_flight = in_flight;
+                        unanswered.wait().await;
+                    });
+                }
+                out
             }
             None => writes.await,
         }
@@ -377,16 +425,19 @@ impl Coordinator {
             }
             return Ok(Vec::new());
         }
-        let in_flight = self.in_flight.enter();
+        // Batched merges outlive this write in their scope (see `batching`); one sent alone counts here.
+        let in_flight = (!merge_batch::is_open()).then(|| self.in_flight.enter());
         let merge = |m: MemberIndex| match merge_batch::ask(m, written()) {
-            Ok(batched) => Either::Left(batched),
+            Ok(batched) => Ack::Batched(batched),
             Err(unbatched) => {
                 Stats::bump(&self.stats.replication_messages);
                 let (bus, timeout, request) = (peers.bus.clone(), peers.timeout, unbatched.into_merge());
-                Either::Right(async move { MergeAnswer::of_call(bus.call(m, request, timeout).await) })
+                Ack::Alone(Box::pin(async move {
+                    MergeAnswer::of_call(bus.call(m, request, timeout).await)
+                }))
             }
         };
-        let mut acks: FuturesUnordered<_> = others
+        let mut acks: SmallVec<[Ack; 2]> = others
             .map(|m| {
                 Stats::bump(&self.stats.replicated);
                 merge(m)
@@ -399,7 +450,7 @@ impl Coordinator {
         let mut diverged = Vec::new();
         loop {
             while acked < write {
-                match acks.next().await {
+                match next_answer(&mut acks).await {
                     Some(MergeAnswer::Ack) => acked += 1,
                     Some(MergeAnswer::Diverged(bytes)) => {
                         acked += 1;
@@ -428,11 +479,18 @@ impl Coordinator {
                 replicas: list.len(),
             });
         }
-        if !acks.is_empty() {
+        let alone: Vec<_> = acks
+            .into_iter()
+            .filter_map(|ack| match ack {
+                Ack::Alone(answer) => Some(answer),
+                Ack::Batched(_) => None,
+            })
+            .collect();
+        if !alone.is_empty() {
             // Not waited for, but counted until they land (FLUSHDB's fence).
             tokio::spawn(async move {
                 let _in_flight = in_flight;
-                while acks.next().await.is_some() {}
+                join_all(alone).await;
             });
         }
         Ok(diverged)
