@@ -67,18 +67,24 @@ impl PeerService {
     fn answer_locally(&self, request: PeerRequest) -> PeerResponse {
         let answer = match request {
             PeerRequest::Read { db, key } => self.replica.read_encoded(db, &key).map(PeerResponse::Record),
-            PeerRequest::ReadBatch { db, keys } => keys
-                .iter()
-                .map(|key| self.replica.read_encoded(db, key))
-                .collect::<CommandResult<_>>()
-                .map(PeerResponse::Records),
+            PeerRequest::ReadBatch { db, keys } => {
+                self.replica.prefetch(keys.iter().map(|key| (db, &key[..])));
+                keys.iter()
+                    .map(|key| self.replica.read_encoded(db, key))
+                    .collect::<CommandResult<_>>()
+                    .map(PeerResponse::Records)
+            }
             PeerRequest::Merge { db, key, record } => Ok(self.merge(db, &key, &record)),
-            PeerRequest::MergeBatch(merges) => Ok(PeerResponse::Batch(
-                merges
-                    .iter()
-                    .map(|merge| self.merge(merge.db, &merge.key, &merge.record))
-                    .collect(),
-            )),
+            PeerRequest::MergeBatch(merges) => {
+                self.replica
+                    .prefetch(merges.iter().map(|merge| (merge.db, &merge.key[..])));
+                Ok(PeerResponse::Batch(
+                    merges
+                        .iter()
+                        .map(|merge| self.merge(merge.db, &merge.key, &merge.record))
+                        .collect(),
+                ))
+            }
             PeerRequest::Fence => Ok(PeerResponse::Ack),
             _ => return PeerResponse::Error("ERR not a request for the local copy".into()),
         };
@@ -116,6 +122,8 @@ impl Service for PeerService {
         let answer = match request {
             PeerRequest::Forward(command) => return self.coordinate(from, command).await,
             PeerRequest::ForwardBatch(commands) => {
+                let keys = commands.iter().filter_map(|c| Some((c.db, &c.argv.get(1)?[..])));
+                self.replica.prefetch(keys);
                 let runs = join_all(commands.into_iter().map(|command| self.coordinate(from, command)));
                 let answers = match self.node() {
                     Some(node) => node.coordinator.batching(runs).await,

@@ -202,6 +202,11 @@ async fn run_group(node: &Arc<Node>, session: &mut Session, group: Vec<Vec<Bytes
         }
         return;
     }
+    // Every command of the group has its key at argv[1].
+    let db = session.scope().db;
+    node.coordinator
+        .local()
+        .prefetch(group.iter().filter_map(|argv| Some((db, &argv.get(1)?[..]))));
     let mut forks: Vec<Session> = group.iter().map(|_| session.fork()).collect();
     // What runs here, by position; the forwards leave a `None`.
     let mut local: Vec<Option<Prepared>> = Vec::with_capacity(group.len());

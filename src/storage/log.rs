@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 
 use super::log_frame::{self, Change, FrameBuilder};
 use super::memory::Entry;
-use super::{BatchOp, Engine, MemoryEngine, Space, StorageError, Value, Visitor};
+use super::{BatchOp, Engine, MemoryEngine, Space, StorageError, StorageKey, Value, Visitor};
 
 /// Logs since the snapshot are rewritten once they pass this many bytes and
 /// the snapshot's size (Redis: auto-aof-rewrite-min-size 64mb, percentage 100).
@@ -335,6 +335,10 @@ impl Engine for LogEngine {
 
     fn read_with(&self, key: &[u8], read: &mut dyn FnMut(Option<&[u8]>)) -> Result<(), StorageError> {
         self.shared.ram.read_with(key, read)
+    }
+
+    fn prefetch(&self, keys: &[StorageKey]) {
+        self.shared.ram.prefetch(keys)
     }
 
     fn apply(&self, ops: &[BatchOp]) -> Result<(), StorageError> {

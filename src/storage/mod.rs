@@ -70,6 +70,10 @@ pub enum Space {
 /// and most keys are short.
 pub type StorageKey = smallvec::SmallVec<[u8; 48]>;
 
+/// Keys one [`Engine::prefetch`] call takes at most: a pipeline's worth. More lines fetched ahead would push each
+/// other out of the cache before they are used.
+pub const PREFETCH_KEYS: usize = 32;
+
 /// One change in an atomic batch.
 #[derive(Debug)]
 pub enum BatchOp {
@@ -112,6 +116,9 @@ pub trait Engine: Send + Sync + 'static {
         read(self.get(key)?.as_deref());
         Ok(())
     }
+    /// Starts bringing the records of `keys` (about to be read or written) into the CPU cache, where the engine
+    /// can: a batch of keys then costs about one cache miss instead of one or two each.
+    fn prefetch(&self, _keys: &[StorageKey]) {}
     /// Applies all ops atomically: after a crash either all or none are visible.
     fn apply(&self, ops: &[BatchOp]) -> Result<(), StorageError>;
     /// Visits keys of `space` in order from `from` (inclusive) until `visit` breaks.

@@ -83,10 +83,18 @@ impl Coordinator {
             Err(e) => Err(e.to_string()),
         };
         match responses {
-            Ok(responses) => responses
-                .into_iter()
-                .map(|response| self.forwarded_reply(peers, to, Ok(response)))
-                .collect(),
+            Ok(responses) => {
+                let handed = responses.iter().flat_map(|response| match response {
+                    PeerResponse::Handback { records, .. } => &records[..],
+                    _ => &[],
+                });
+                self.local
+                    .prefetch(handed.map(|written| (written.db, &written.key[..])));
+                responses
+                    .into_iter()
+                    .map(|response| self.forwarded_reply(peers, to, Ok(response)))
+                    .collect()
+            }
             Err(e) => (0..n).map(|_| Err(self.peer_error(to, &e))).collect(),
         }
     }
