@@ -303,7 +303,7 @@ mod tests {
     fn a_prefetch_of_present_absent_and_foreign_keys_changes_nothing() {
         let engine = MemoryEngine::default();
         let keys: Vec<StorageKey> = (0u16..40)
-            .map(|i| StorageKey::from_slice(&[(i * 1000 >> 8) as u8, (i * 1000) as u8, b'k']))
+            .map(|i| StorageKey::from_slice(&[((i * 1000) >> 8) as u8, (i * 1000) as u8, b'k']))
             .chain([StorageKey::new(), StorageKey::from_slice(&[0xff])])
             .collect();
         engine.prefetch(&keys);
