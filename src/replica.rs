@@ -21,7 +21,7 @@ use crate::config::ConflictMode;
 use crate::error::{CommandError, CommandResult};
 use crate::storage::{
     expiry_key, split_expiry_key, split_storage_key, storage_key, BatchOp, Durability, Engine, Space, StorageError,
-    StorageKey, Value, PREFETCH_KEYS,
+    StorageKey, Value,
 };
 use crate::version::{ActorId, EncodedRecord, Record, RecordView, Sibling, VersionVector, WriteError, MAX_SIBLINGS};
 
@@ -169,18 +169,14 @@ impl Replica {
     }
 
     /// Starts bringing the records of `keys` (database, key), about to be read or written, into the CPU cache (see
-    /// [`Engine::prefetch`]); the first [`PREFETCH_KEYS`] of them.
+    /// [`Engine::prefetch`]).
     pub fn prefetch<'a>(&self, keys: impl IntoIterator<Item = (u8, &'a [u8])>) {
         let max = self.engine.max_key_len();
-        let stored: SmallVec<[StorageKey; PREFETCH_KEYS]> = keys
+        let mut stored = keys
             .into_iter()
             .filter(|(_, key)| key.len() <= max)
-            .take(PREFETCH_KEYS)
-            .map(|(db, key)| storage_key(key_slot(key), db, key))
-            .collect();
-        if stored.len() > 1 {
-            self.engine.prefetch(&stored);
-        }
+            .map(|(db, key)| storage_key(key_slot(key), db, key));
+        self.engine.prefetch(&mut stored);
     }
 
     fn stored_key(&self, db: u8, key: &[u8]) -> CommandResult<StorageKey> {

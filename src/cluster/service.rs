@@ -51,7 +51,8 @@ impl PeerService {
             return PeerResponse::Error(STOPPING.into());
         };
         let (db, copies) = (command.db, std::mem::take(&mut command.copies));
-        let run = commands::execute_forwarded(&node, command);
+        // Boxed: a command's future is over a KiB, and the layers below would each move it.
+        let run = Box::pin(commands::execute_forwarded(&node, command));
         let (reply, records) = handback::serve(&self.replica, from, db, copies, run).await;
         if records.is_empty() {
             PeerResponse::Reply(reply.into())
@@ -120,7 +121,8 @@ impl Service for PeerService {
 
     async fn handle(self: Arc<Self>, from: PeerId, request: PeerRequest) -> PeerResponse {
         let answer = match request {
-            PeerRequest::Forward(command) => return self.coordinate(from, command).await,
+            // Boxed, so that the task spawned for every request is not as big as a command's future.
+            PeerRequest::Forward(command) => return Box::pin(self.coordinate(from, command)).await,
             PeerRequest::ForwardBatch(commands) => {
                 let keys = commands.iter().filter_map(|c| Some((c.db, &c.argv.get(1)?[..])));
                 self.replica.prefetch(keys);

@@ -337,7 +337,7 @@ impl Engine for LogEngine {
         self.shared.ram.read_with(key, read)
     }
 
-    fn prefetch(&self, keys: &[StorageKey]) {
+    fn prefetch(&self, keys: &mut dyn Iterator<Item = StorageKey>) {
         self.shared.ram.prefetch(keys)
     }
 

@@ -187,13 +187,14 @@ impl Engine for MemoryEngine {
     }
 
     /// In two passes, so that the keys' cache misses overlap: their home slots, then the entries in them.
-    fn prefetch(&self, keys: &[StorageKey]) {
-        let hashes: SmallVec<[u64; PREFETCH_KEYS]> = keys
-            .iter()
-            .map(|key| self.records[Self::map_of(key)].0.read().prefetch_slot(key))
-            .collect();
-        for (key, hash) in keys.iter().zip(hashes) {
-            self.records[Self::map_of(key)].0.read().prefetch_entry(hash);
+    fn prefetch(&self, keys: &mut dyn Iterator<Item = StorageKey>) {
+        let mut homes: SmallVec<[(usize, u64); PREFETCH_KEYS]> = SmallVec::new();
+        for key in keys.take(PREFETCH_KEYS) {
+            let map = Self::map_of(&key);
+            homes.push((map, self.records[map].0.read().prefetch_slot(&key)));
+        }
+        for (map, hash) in homes {
+            self.records[map].0.read().prefetch_entry(hash);
         }
     }
 
@@ -306,11 +307,11 @@ mod tests {
             .map(|i| StorageKey::from_slice(&[((i * 1000) >> 8) as u8, (i * 1000) as u8, b'k']))
             .chain([StorageKey::new(), StorageKey::from_slice(&[0xff])])
             .collect();
-        engine.prefetch(&keys);
+        engine.prefetch(&mut keys.iter().cloned());
         for key in keys.iter().step_by(2) {
             engine.put(Space::Records, key, key);
         }
-        engine.prefetch(&keys);
+        engine.prefetch(&mut keys.iter().cloned());
         for (i, key) in keys.iter().enumerate() {
             let value = engine.get(key).expect("get").map(|value| value.to_vec());
             assert_eq!(value, (i % 2 == 0).then(|| key.to_vec()));

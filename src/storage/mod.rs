@@ -118,7 +118,7 @@ pub trait Engine: Send + Sync + 'static {
     }
     /// Starts bringing the records of `keys` (about to be read or written) into the CPU cache, where the engine
     /// can: a batch of keys then costs about one cache miss instead of one or two each.
-    fn prefetch(&self, _keys: &[StorageKey]) {}
+    fn prefetch(&self, _keys: &mut dyn Iterator<Item = StorageKey>) {}
     /// Applies all ops atomically: after a crash either all or none are visible.
     fn apply(&self, ops: &[BatchOp]) -> Result<(), StorageError>;
     /// Visits keys of `space` in order from `from` (inclusive) until `visit` breaks.

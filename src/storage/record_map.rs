@@ -13,6 +13,12 @@ use std::sync::OnceLock;
 
 use super::memory::Entry;
 
+/// Bytes the CPU fetches at once.
+const CACHE_LINE: usize = 64;
+
+/// Lines of an entry fetched ahead: key and record of a small value; a big value is read in a stream anyway.
+const PREFETCH_LINES: usize = 3;
+
 /// Slots of a map's first allocation.
 const MIN_SLOTS: usize = 8;
 
@@ -79,7 +85,10 @@ impl RecordMap {
         }
         let slot = &self.slots[hash as usize & self.mask()];
         if let Some(entry) = slot.entry.as_ref().filter(|_| slot.hash == hash) {
-            prefetch(entry.bytes().as_ptr());
+            // Key and record usually span two cache lines.
+            for line in entry.bytes().chunks(CACHE_LINE).take(PREFETCH_LINES) {
+                prefetch(line.as_ptr());
+            }
         }
     }
 
