@@ -296,7 +296,7 @@ impl Replica {
         db: u8,
         key: &[u8],
         decide: impl FnOnce(Current<'_>) -> CommandResult<(Mutation, T)>,
-    ) -> CommandResult<(T, Option<EncodedRecord>)> {
+    ) -> CommandResult<(T, Option<Bytes>)> {
         let stored = self.stored_key(db, key)?;
         let _guard = self.locks[Self::stripe(&stored)].lock();
         let now = now_ms();
@@ -307,12 +307,49 @@ impl Replica {
             return Ok((out, None));
         };
         self.commit(&ops)?;
-        let written = EncodedRecord {
-            record: Arc::new(record),
-            encoded,
+        if self.cache.is_some() {
+            let record = Arc::new(record);
+            self.cache_put(
+                &stored,
+                Some(&EncodedRecord {
+                    record,
+                    encoded: encoded.clone(),
+                }),
+            );
+        }
+        Ok((out, Some(encoded)))
+    }
+
+    /// [`Replica::update_returning`] of a plain SET, a value superseding everything stored. The new record depends
+    /// only on the stored one's context, so without a cache to fill the stored copy is read in place, not decoded.
+    pub fn put_returning(&self, db: u8, key: &[u8], value: Bytes, expire_at_ms: Option<u64>) -> CommandResult<Bytes> {
+        let put = Mutation::Put { value, expire_at_ms };
+        if self.cache.is_some() {
+            let ((), encoded) = self.update_returning(db, key, |_| Ok((put, ())))?;
+            return encoded.ok_or_else(|| CommandError::Other("a SET wrote nothing".into()));
+        }
+        let stored = self.stored_key(db, key)?;
+        let _guard = self.locks[Self::stripe(&stored)].lock();
+        let now = now_ms();
+        let mut held: Result<Option<(VersionVector, Option<u64>)>, StorageError> = Ok(None);
+        self.engine.read_with(&stored, &mut |bytes| {
+            held = bytes
+                .map(|bytes| {
+                    let view = RecordView::decode(bytes).ok_or(StorageError::Corrupt)?;
+                    Ok((view.context(), view.next_expiry()))
+                })
+                .transpose();
+        })?;
+        let (context, previous_expiry) = held?.unwrap_or_default();
+        let mut record = Record {
+            context,
+            siblings: Vec::new(),
         };
-        self.cache_put(&stored, Some(&written));
-        Ok((out, Some(written)))
+        let mut ops = Ops::new();
+        let encoded = self.apply_mutation_after(&mut record, previous_expiry, &stored, put, now, &mut ops)?;
+        let encoded = encoded.ok_or_else(|| CommandError::Other("a SET wrote nothing".into()))?;
+        self.commit(&ops)?;
+        Ok(encoded)
     }
 
     /// [`Replica::merge`] of a copy as it came from a peer ([`Record::encode`] output). A copy whose bytes equal
@@ -498,6 +535,20 @@ impl Replica {
         now: u64,
         ops: &mut Ops,
     ) -> CommandResult<Option<Bytes>> {
+        let previous_expiry = record.next_expiry();
+        self.apply_mutation_after(record, previous_expiry, stored, mutation, now, ops)
+    }
+
+    /// [`Replica::apply_mutation`] to a record whose stored copy's earliest expiry was `previous_expiry`.
+    fn apply_mutation_after(
+        &self,
+        record: &mut Record,
+        previous_expiry: Option<u64>,
+        stored: &[u8],
+        mutation: Mutation,
+        now: u64,
+        ops: &mut Ops,
+    ) -> CommandResult<Option<Bytes>> {
         let (value, expire_at_ms, context) = match mutation {
             Mutation::Keep => return Ok(None),
             Mutation::Put { value, expire_at_ms } => (Some(value), expire_at_ms, None),
@@ -510,7 +561,6 @@ impl Replica {
             Mutation::Delete if record.live(now).next().is_none() => return Ok(None),
             Mutation::Delete => (None, Some(now + self.tombstone_grace_ms), None),
         };
-        let previous_expiry = record.next_expiry();
         let written = match context {
             None => record.supersede(self.actor, value, expire_at_ms, now),
             Some(context) => record.write(self.actor, &context, value, expire_at_ms, now),
@@ -771,6 +821,46 @@ mod tests {
             assert_eq!((swept.handled, swept.expired), (1, 1), "cache {cache_bytes}");
             assert_eq!(here.read(0, b"k").expect("read"), None);
             assert_eq!(here.sweep_expired(16).expect("sweep").handled, 0);
+        }
+    }
+
+    #[test]
+    fn a_plain_set_supersedes_siblings_and_expiry_with_or_without_a_cache() {
+        for cache_bytes in [0, 1 << 20] {
+            let (here, there) = (replica_as(1, cache_bytes), replica_as(2, cache_bytes));
+            // Two concurrent values, one of them due to expire: siblings, indexed for the sweep.
+            put(&here, b"k", b"mine");
+            let expiring = Mutation::Put {
+                value: Bytes::from_static(b"theirs"),
+                expire_at_ms: Some(1),
+            };
+            there.update(0, b"k", |_| Ok((expiring, ()))).expect("put");
+            let theirs = there.read_encoded(0, b"k").expect("read").expect("stored");
+            here.merge_encoded(0, b"k", &theirs).expect("merge");
+            let before = here.read(0, b"k").expect("read").expect("stored");
+            assert_eq!(before.siblings.len(), 2);
+
+            let encoded = here
+                .put_returning(0, b"k", Bytes::from_static(b"new"), None)
+                .expect("set");
+            assert_eq!(here.read_encoded(0, b"k").expect("read"), Some(encoded.clone()));
+            let after = Record::decode(&encoded).expect("decodes");
+            let [only] = &after.siblings[..] else {
+                panic!("one sibling, cache {cache_bytes}")
+            };
+            assert_eq!((only.value.as_deref(), only.expire_at_ms), (Some(&b"new"[..]), None));
+            assert!(
+                only.dot.counter > before.context.get(1),
+                "a new dot, cache {cache_bytes}"
+            );
+            let mut expected = before.context.clone();
+            expected.add(only.dot);
+            assert_eq!(
+                after.context, expected,
+                "the old context and the new dot, cache {cache_bytes}"
+            );
+            // The old deadline left the index with the value that had it: the sweep finds nothing due.
+            assert_eq!(here.sweep_expired(16).expect("sweep").handled, 0, "cache {cache_bytes}");
         }
     }
 

@@ -61,6 +61,11 @@ impl<'a> RecordView<'a> {
         subsumed(&self.context, &self.siblings, &newer.context, &newer.siblings)
     }
 
+    /// The record's context, copied out.
+    pub fn context(&self) -> VersionVector {
+        VersionVector(self.context.to_vec())
+    }
+
     /// Whether the record holds no sibling at all (not even a tombstone).
     pub fn is_empty(&self) -> bool {
         self.siblings.is_empty()

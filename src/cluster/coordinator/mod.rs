@@ -332,12 +332,10 @@ impl Coordinator {
         let (read, write) = self.quorums(scope);
         self.catch_up(peers, scope, list, key, read).await;
         let (out, written) = self.local.update_returning(scope.db, key, decide)?;
-        if let Some(record) = written {
+        if let Some(encoded) = written {
             // Versions a replica reports that this node lacked stay siblings:
             // catch_up already merged a quorum's copies before `decide` ran.
-            let diverged = self
-                .replicate(peers, scope.db, key, &record.encoded, list, write)
-                .await?;
+            let diverged = self.replicate(peers, scope.db, key, &encoded, list, write).await?;
             for copy in &diverged {
                 self.local.merge(scope.db, key, copy)?;
             }
@@ -517,11 +515,8 @@ impl Coordinator {
         }
         let (_, write) = self.quorums(scope);
         for _ in 0..3 {
-            let ((), written) = self.local.update_returning(scope.db, key, |_| Ok((put(), ())))?;
-            let Some(record) = written else { return Ok(()) };
-            let diverged = self
-                .replicate(peers, scope.db, key, &record.encoded, list, write)
-                .await?;
+            let encoded = self.local.put_returning(scope.db, key, value.clone(), expire_at_ms)?;
+            let diverged = self.replicate(peers, scope.db, key, &encoded, list, write).await?;
             if diverged.is_empty() {
                 return Ok(());
             }
