@@ -423,7 +423,12 @@ impl Replica {
             if current.is_none() && incoming.siblings.is_empty() {
                 return Ok(None);
             }
-            let encoded = encoded.cloned().unwrap_or_else(|| Bytes::from(incoming.encode()));
+            let encoded = match encoded {
+                // A peer's bytes may point into its whole message (`net::shared`): the cache keeps its own copy.
+                Some(bytes) if self.cache.is_some() => Bytes::copy_from_slice(bytes),
+                Some(bytes) => bytes.clone(),
+                None => Bytes::from(incoming.encode()),
+            };
             self.store(stored, previous_expiry, incoming.into_owned(), encoded)?;
             return Ok(None);
         }

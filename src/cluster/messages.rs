@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::net::shared;
 use crate::server::reply::Reply;
 
 /// A request from one node to another.
@@ -28,8 +29,10 @@ pub enum PeerRequest {
         /// Database.
         db: u8,
         /// User key.
+        #[serde(deserialize_with = "shared::bytes")]
         key: Bytes,
         /// [`crate::version::Record::encode`] output.
+        #[serde(deserialize_with = "shared::bytes")]
         record: Bytes,
     },
     /// Run this command as the coordinator of its keys.
@@ -94,8 +97,10 @@ impl Forwarded {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct KeyCopy {
     /// User key.
+    #[serde(deserialize_with = "shared::bytes")]
     pub key: Bytes,
     /// [`crate::version::Record::encode`] output, or none if the replica holds nothing.
+    #[serde(deserialize_with = "shared::optional_bytes")]
     pub record: Option<Bytes>,
 }
 
@@ -106,8 +111,10 @@ pub struct Written {
     /// Database.
     pub db: u8,
     /// User key.
+    #[serde(deserialize_with = "shared::bytes")]
     pub key: Bytes,
     /// [`crate::version::Record::encode`] output.
+    #[serde(deserialize_with = "shared::bytes")]
     pub record: Bytes,
 }
 

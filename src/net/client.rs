@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 use super::frame::{decoder, encode_frame, write_loop, NoBarrier};
 use super::handshake::{self, HandshakeError};
 use super::outbox::Outbox;
-use super::{BusError, Inner, PeerId, RemoteFailure, Service};
+use super::{shared, BusError, Inner, PeerId, RemoteFailure, Service};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -261,11 +261,11 @@ where
             () = link.token.cancelled() => return Ok(()),
             frame = frames.next() => frame,
         };
-        let frame = frame.ok_or(ReadError::Eof)??;
+        let frame = frame.ok_or(ReadError::Eof)??.freeze();
         let (id, body) = postcard::take_from_bytes::<u64>(&frame)?;
         // Responses to calls that timed out are skipped without decoding.
         if let Some(waiter) = link.take(id) {
-            let reply = match postcard::from_bytes::<Result<Resp, RemoteFailure>>(body) {
+            let reply = match shared::decode::<Result<Resp, RemoteFailure>>(&frame, body) {
                 Ok(Ok(response)) => Ok(response),
                 Ok(Err(failure)) => Err(BusError::Remote(failure)),
                 Err(e) => Err(BusError::Decode(e)),

@@ -26,12 +26,14 @@
 //! - `handshake.rs`: the mutual authentication of a new connection.
 //! - `client.rs`: the dialer per peer and the outbound connection, where calls wait by request id.
 //! - `server.rs`: the accept loop and the inbound connection, which runs a task per request.
+//! - `shared.rs`: byte fields decoded as slices of their frame, not copies.
 
 mod client;
 mod frame;
 mod handshake;
 mod outbox;
 mod server;
+pub mod shared;
 #[cfg(test)]
 mod tests;
 

@@ -20,7 +20,7 @@ use super::client::ONE_WAY;
 use super::frame::{decoder, encode_frame, write_loop, Barrier, FrameError};
 use super::handshake::{self, HandshakeError, Refusal};
 use super::outbox::Outbox;
-use super::{Inner, PeerId, RemoteFailure, Service};
+use super::{shared, Inner, PeerId, RemoteFailure, Service};
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
@@ -109,7 +109,7 @@ async fn serve<S: Service>(inner: Arc<Inner<S>>, mut stream: TcpStream, addr: So
             frame = frames.next() => frame,
         };
         let frame = match frame {
-            Some(Ok(frame)) => frame,
+            Some(Ok(frame)) => frame.freeze(),
             Some(Err(e)) => {
                 warn!(peer = %name, remote = %addr, error = %e, "peer-bus connection failed");
                 break;
@@ -124,7 +124,7 @@ async fn serve<S: Service>(inner: Arc<Inner<S>>, mut stream: TcpStream, addr: So
             id,
             outbox: (id != ONE_WAY).then(|| outbox.clone()),
         };
-        match postcard::from_bytes::<S::Request>(body) {
+        match shared::decode::<S::Request>(&frame, body) {
             Ok(request) => match inner.service.handle_now(peer, request) {
                 Ok(response) => reply.send(Ok(response)),
                 Err(request) => {
