@@ -301,7 +301,8 @@ impl Replica {
         let _guard = self.locks[Self::stripe(&stored)].lock();
         let now = now_ms();
         let mut record = self.load_mut(&stored)?;
-        let (mutation, out) = decide(Current::of(&record, now, self.conflicts))?;
+        let (mut mutation, out) = decide(Current::of(&record, now, self.conflicts))?;
+        self.own_value_for_cache(&mut mutation);
         let mut ops = Ops::new();
         let Some(encoded) = self.apply_mutation(&mut record, &stored, mutation, now, &mut ops)? else {
             return Ok((out, None));
@@ -318,6 +319,17 @@ impl Replica {
             );
         }
         Ok((out, Some(encoded)))
+    }
+
+    /// Gives `mutation`'s value an allocation of its own where a cache will keep the record: a value straight
+    /// from a request points into a client's read buffer or a peer's message (`net::shared`), and would keep it alive.
+    fn own_value_for_cache(&self, mutation: &mut Mutation) {
+        if self.cache.is_none() {
+            return;
+        }
+        if let Mutation::Put { value, .. } | Mutation::PutAfter { value, .. } = mutation {
+            *value = Bytes::copy_from_slice(value);
+        }
     }
 
     /// [`Replica::update_returning`] of a plain SET, a value superseding everything stored. The new record depends
@@ -500,7 +512,10 @@ impl Replica {
             .map(|s| self.load_mut(s))
             .collect::<Result<Vec<Record>, StorageError>>()?;
         let current: Vec<Current<'_>> = records.iter().map(|r| Current::of(r, now, self.conflicts)).collect();
-        let (mutations, out) = decide(&current)?;
+        let (mut mutations, out) = decide(&current)?;
+        mutations
+            .iter_mut()
+            .for_each(|mutation| self.own_value_for_cache(mutation));
         debug_assert_eq!(mutations.len(), keys.len());
         let mut ops = Ops::with_capacity(3 * keys.len());
         // A key named twice (MSET k 1 k 2) must end with the last mutation only.
@@ -826,6 +841,25 @@ mod tests {
             assert_eq!((swept.handled, swept.expired), (1, 1), "cache {cache_bytes}");
             assert_eq!(here.read(0, b"k").expect("read"), None);
             assert_eq!(here.sweep_expired(16).expect("sweep").handled, 0);
+        }
+    }
+
+    #[test]
+    fn a_cached_record_does_not_keep_the_request_it_came_in() {
+        let request = Bytes::from_static(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nvalue\r\n");
+        let value = request.slice(request.len() - 7..request.len() - 2);
+        for cache_bytes in [0, 1 << 20] {
+            let replica = replica_with_cache(cache_bytes);
+            let put = Mutation::Put {
+                value: value.clone(),
+                expire_at_ms: None,
+            };
+            replica.update(0, b"k", |_| Ok((put, ()))).expect("put");
+            let record = replica.read(0, b"k").expect("read").expect("stored");
+            let stored = record.siblings[0].value.as_ref().expect("a value");
+            assert_eq!(stored, &value);
+            let inside = request.as_ptr_range().contains(&stored.as_ptr());
+            assert!(!inside, "cache {cache_bytes}: the record points into the request");
         }
     }
 

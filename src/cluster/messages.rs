@@ -73,6 +73,7 @@ pub struct Forwarded {
     /// See `read_quorum`.
     pub write_quorum: u8,
     /// The command and its arguments.
+    #[serde(deserialize_with = "shared::bytes_seq")]
     pub argv: Vec<Bytes>,
     /// The forwarder's own copies of the command's keys it is a replica of: they count as its answer to the
     /// coordinator's read before writing, and ask for the written records back in the reply (see

@@ -9,7 +9,8 @@ use std::cell::RefCell;
 use std::fmt;
 
 use bytes::Bytes;
-use serde::de::{DeserializeOwned, Deserializer, Visitor};
+use serde::de::{DeserializeOwned, Deserializer, SeqAccess, Visitor};
+use serde::Deserialize;
 
 thread_local! {
     /// The frame being decoded on this thread.
@@ -89,6 +90,42 @@ pub fn optional_bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Opti
     deserializer.deserialize_option(SharedOption)
 }
 
+struct SharedSeq;
+
+impl<'de> Visitor<'de> for SharedSeq {
+    type Value = Vec<Bytes>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a sequence of bytes")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Bytes>, A::Error> {
+        // Grown as elements arrive: the claimed length comes from the peer.
+        let mut parts = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(SEQ_PREALLOC));
+        while let Some(SharedElement(part)) = seq.next_element()? {
+            parts.push(part);
+        }
+        Ok(parts)
+    }
+}
+
+/// Elements a sequence reserves room for before they arrive.
+const SEQ_PREALLOC: usize = 8;
+
+/// One element of [`bytes_seq`].
+struct SharedElement(Bytes);
+
+impl<'de> Deserialize<'de> for SharedElement {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<SharedElement, D::Error> {
+        bytes(deserializer).map(SharedElement)
+    }
+}
+
+/// [`bytes`] for a `Vec<Bytes>` field (a forwarded command's arguments).
+pub fn bytes_seq<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Bytes>, D::Error> {
+    deserializer.deserialize_seq(SharedSeq)
+}
+
 #[cfg(test)]
 mod tests {
     use serde::{Deserialize, Serialize};
@@ -103,6 +140,8 @@ mod tests {
         record: Option<Bytes>,
         #[serde(deserialize_with = "optional_bytes")]
         absent: Option<Bytes>,
+        #[serde(deserialize_with = "bytes_seq")]
+        argv: Vec<Bytes>,
         copied: Bytes,
     }
 
@@ -116,6 +155,7 @@ mod tests {
             key: Bytes::from_static(b"key"),
             record: Some(Bytes::from_static(b"record")),
             absent: None,
+            argv: vec![Bytes::from_static(b"SET"), Bytes::new(), Bytes::from_static(b"v")],
             copied: Bytes::from_static(b"copied"),
         };
         let mut frame = b"header".to_vec();
@@ -125,6 +165,7 @@ mod tests {
         assert_eq!(got, sent);
         assert!(within(&frame, &got.key));
         assert!(got.record.as_ref().is_some_and(|record| within(&frame, record)));
+        assert!(within(&frame, &got.argv[0]) && within(&frame, &got.argv[2]));
         assert!(!within(&frame, &got.copied), "an unmarked field is copied");
         // Outside `decode`, a marked field is a copy.
         let alone: Message = postcard::from_bytes(&frame[6..]).expect("decode");
