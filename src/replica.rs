@@ -334,11 +334,16 @@ impl Replica {
 
     /// [`Replica::update_returning`] of a plain SET, a value superseding everything stored. The new record depends
     /// only on the stored one's context, so without a cache to fill the stored copy is read in place, not decoded.
-    pub fn put_returning(&self, db: u8, key: &[u8], value: Bytes, expire_at_ms: Option<u64>) -> CommandResult<Bytes> {
+    pub fn put_returning(
+        &self,
+        db: u8,
+        key: &[u8],
+        value: Bytes,
+        expire_at_ms: Option<u64>,
+    ) -> CommandResult<Option<Bytes>> {
         let put = Mutation::Put { value, expire_at_ms };
         if self.cache.is_some() {
-            let ((), encoded) = self.update_returning(db, key, |_| Ok((put, ())))?;
-            return encoded.ok_or_else(|| CommandError::Other("a SET wrote nothing".into()));
+            return Ok(self.update_returning(db, key, |_| Ok((put, ())))?.1);
         }
         let stored = self.stored_key(db, key)?;
         let _guard = self.locks[Self::stripe(&stored)].lock();
@@ -359,7 +364,6 @@ impl Replica {
         };
         let mut ops = Ops::new();
         let encoded = self.apply_mutation_after(&mut record, previous_expiry, &stored, put, now, &mut ops)?;
-        let encoded = encoded.ok_or_else(|| CommandError::Other("a SET wrote nothing".into()))?;
         self.commit(&ops)?;
         Ok(encoded)
     }
@@ -881,7 +885,8 @@ mod tests {
 
             let encoded = here
                 .put_returning(0, b"k", Bytes::from_static(b"new"), None)
-                .expect("set");
+                .expect("set")
+                .expect("written");
             assert_eq!(here.read_encoded(0, b"k").expect("read"), Some(encoded.clone()));
             let after = Record::decode(&encoded).expect("decodes");
             let [only] = &after.siblings[..] else {

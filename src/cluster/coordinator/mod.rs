@@ -515,7 +515,8 @@ impl Coordinator {
         }
         let (_, write) = self.quorums(scope);
         for _ in 0..3 {
-            let encoded = self.local.put_returning(scope.db, key, value.clone(), expire_at_ms)?;
+            let written = self.local.put_returning(scope.db, key, value.clone(), expire_at_ms)?;
+            let Some(encoded) = written else { return Ok(()) };
             let diverged = self.replicate(peers, scope.db, key, &encoded, list, write).await?;
             if diverged.is_empty() {
                 return Ok(());
