@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use std::fmt;
 
 use bytes::Bytes;
-use serde::de::{DeserializeOwned, Deserializer, SeqAccess, Visitor};
+use serde::de::{DeserializeOwned, Deserializer, Visitor};
 use serde::Deserialize;
 
 thread_local! {
@@ -67,52 +67,8 @@ pub fn bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Bytes, D::Err
     deserializer.deserialize_bytes(SharedBytes)
 }
 
-struct SharedOption;
-
-impl<'de> Visitor<'de> for SharedOption {
-    type Value = Option<Bytes>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("optional bytes")
-    }
-
-    fn visit_none<E>(self) -> Result<Option<Bytes>, E> {
-        Ok(None)
-    }
-
-    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Option<Bytes>, D::Error> {
-        bytes(deserializer).map(Some)
-    }
-}
-
-/// [`bytes`] for an `Option<Bytes>` field.
-pub fn optional_bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Bytes>, D::Error> {
-    deserializer.deserialize_option(SharedOption)
-}
-
-struct SharedSeq;
-
-impl<'de> Visitor<'de> for SharedSeq {
-    type Value = Vec<Bytes>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a sequence of bytes")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Bytes>, A::Error> {
-        // Grown as elements arrive: the claimed length comes from the peer.
-        let mut parts = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(SEQ_PREALLOC));
-        while let Some(SharedElement(part)) = seq.next_element()? {
-            parts.push(part);
-        }
-        Ok(parts)
-    }
-}
-
-/// Elements a sequence reserves room for before they arrive.
-const SEQ_PREALLOC: usize = 8;
-
-/// One element of [`bytes_seq`].
+/// One byte string decoded as [`bytes`] decodes it, for serde's own `Option` and `Vec` to hold.
+#[repr(transparent)]
 struct SharedElement(Bytes);
 
 impl<'de> Deserialize<'de> for SharedElement {
@@ -121,9 +77,16 @@ impl<'de> Deserialize<'de> for SharedElement {
     }
 }
 
-/// [`bytes`] for a `Vec<Bytes>` field (a forwarded command's arguments).
+/// [`bytes`] for an `Option<Bytes>` field.
+pub fn optional_bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Bytes>, D::Error> {
+    Ok(Option::<SharedElement>::deserialize(deserializer)?.map(|SharedElement(part)| part))
+}
+
+/// [`bytes`] for a `Vec<Bytes>` field (a forwarded command's arguments). Collected in place: the element is a
+/// transparent `Bytes`.
 pub fn bytes_seq<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Bytes>, D::Error> {
-    deserializer.deserialize_seq(SharedSeq)
+    let parts = Vec::<SharedElement>::deserialize(deserializer)?;
+    Ok(parts.into_iter().map(|SharedElement(part)| part).collect())
 }
 
 #[cfg(test)]

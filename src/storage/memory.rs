@@ -23,11 +23,15 @@ use parking_lot::RwLock;
 use smallvec::SmallVec;
 
 use super::record_map::RecordMap;
-use super::{BatchOp, Engine, Space, StorageError, StorageKey, Value, Visitor, PREFETCH_KEYS};
+use super::{BatchOp, Engine, Space, StorageError, StorageKey, Value, Visitor};
 use crate::cluster::slot::SLOTS;
 
 /// Slots per record map.
 const SLOTS_PER_MAP: usize = 16;
+
+/// Keys one prefetch takes at most: a pipeline's worth. More lines fetched ahead would push each other out of the
+/// cache before they are used.
+const PREFETCH_KEYS: usize = 32;
 
 /// Record maps.
 const MAPS: usize = SLOTS as usize / SLOTS_PER_MAP;

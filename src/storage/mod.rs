@@ -70,10 +70,6 @@ pub enum Space {
 /// and most keys are short.
 pub type StorageKey = smallvec::SmallVec<[u8; 48]>;
 
-/// Keys one [`Engine::prefetch`] call takes at most: a pipeline's worth. More lines fetched ahead would push each
-/// other out of the cache before they are used.
-pub const PREFETCH_KEYS: usize = 32;
-
 /// One change in an atomic batch.
 #[derive(Debug)]
 pub enum BatchOp {

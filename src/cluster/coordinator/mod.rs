@@ -477,18 +477,12 @@ impl Coordinator {
                 replicas: list.len(),
             });
         }
-        let alone: Vec<_> = acks
-            .into_iter()
-            .filter_map(|ack| match ack {
-                Ack::Alone(answer) => Some(answer),
-                Ack::Batched(_) => None,
-            })
-            .collect();
-        if !alone.is_empty() {
-            // Not waited for, but counted until they land (FLUSHDB's fence).
+        // Without a scope every ack is its own message: not waited for, but counted until it lands (FLUSHDB's
+        // fence). Batched ones are dropped; their scope waits for the batch.
+        if let Some(in_flight) = in_flight.filter(|_| !acks.is_empty()) {
             tokio::spawn(async move {
                 let _in_flight = in_flight;
-                join_all(alone).await;
+                join_all(acks).await;
             });
         }
         Ok(diverged)
