@@ -68,7 +68,10 @@ pub enum Space {
 
 /// A storage key (or expiry-index key), inline up to 48 bytes: one is built for every record read or written,
 /// and most keys are short.
-pub type StorageKey = smallvec::SmallVec<[u8; 48]>;
+pub type StorageKey = smallvec::SmallVec<[u8; STORAGE_KEY_INLINE]>;
+
+/// Bytes of a storage key held without an allocation.
+const STORAGE_KEY_INLINE: usize = 48;
 
 /// One change in an atomic batch.
 #[derive(Debug)]
@@ -173,11 +176,24 @@ pub const KEY_PREFIX_LEN: usize = 3;
 
 /// The storage key of `key` in database `db`, which lives in `slot`.
 pub fn storage_key(slot: u16, db: u8, key: &[u8]) -> StorageKey {
-    let mut out = StorageKey::with_capacity(KEY_PREFIX_LEN + key.len());
-    out.extend_from_slice(&slot.to_be_bytes());
-    out.push(db);
-    out.extend_from_slice(key);
-    out
+    let len = KEY_PREFIX_LEN + key.len();
+    let [high, low] = slot.to_be_bytes();
+    // Most keys fit inline: written in place there, as `extend_from_slice` is a generic insert (callgrind: about
+    // 80 instructions a key, several keys a command).
+    let mut inline = [0u8; STORAGE_KEY_INLINE];
+    match inline.get_mut(KEY_PREFIX_LEN..len) {
+        Some(rest) => {
+            rest.copy_from_slice(key);
+            inline[..KEY_PREFIX_LEN].copy_from_slice(&[high, low, db]);
+            StorageKey::from_buf_and_len(inline, len)
+        }
+        None => {
+            let mut out = Vec::with_capacity(len);
+            out.extend_from_slice(&[high, low, db]);
+            out.extend_from_slice(key);
+            StorageKey::from_vec(out)
+        }
+    }
 }
 
 /// Splits a storage key into (slot, db, user key); None for a malformed key.
@@ -228,6 +244,17 @@ mod tests {
             })
             .expect("scan");
         keys
+    }
+
+    #[test]
+    fn storage_keys_hold_slot_db_and_key_inline_or_not() {
+        for len in [0, 1, 45, 46, 200] {
+            let key: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let stored = storage_key(0x1234, 7, &key);
+            assert_eq!(stored.spilled(), len > 45, "{len}");
+            assert_eq!(&stored[..], [&[0x12, 0x34, 7][..], &key].concat());
+            assert_eq!(split_storage_key(&stored), Some((0x1234, 7, &key[..])));
+        }
     }
 
     #[test]
