@@ -23,7 +23,9 @@ use crate::storage::{
     expiry_key, split_expiry_key, split_storage_key, storage_key, BatchOp, Durability, Engine, Space, StorageError,
     StorageKey, Value,
 };
-use crate::version::{ActorId, EncodedRecord, Record, RecordView, Sibling, VersionVector, WriteError, MAX_SIBLINGS};
+use crate::version::{
+    ActorId, Basis, EncodedRecord, Record, RecordView, Sibling, VersionVector, WriteError, MAX_SIBLINGS,
+};
 
 /// Number of lock stripes; two keys share a lock with probability 1/4096.
 const LOCK_STRIPES: usize = 4096;
@@ -111,8 +113,8 @@ fn decode_stored(bytes: &[u8]) -> Result<Arc<Record>, StorageError> {
 enum Held {
     /// Nothing to change: the same bytes, or no copy and an incoming one holding no sibling (merge_locked's rule).
     Settled,
-    /// No copy, or one the incoming copy subsumes (with its earliest expiry): the incoming bytes replace it.
-    Replaced(Option<u64>),
+    /// No copy, or one the incoming copy subsumes: the incoming bytes replace it (the earliest expiries of both).
+    Replaced(Option<u64>, Option<u64>),
     /// A copy to merge with the incoming one.
     Other(Arc<Record>),
 }
@@ -333,31 +335,39 @@ impl Replica {
     }
 
     /// [`Replica::update_returning`] of a plain SET, a value superseding everything stored. The new record depends
-    /// only on the stored one's context, so without a cache to fill the stored copy is read in place, not decoded.
+    /// only on the stored one's context, so without a cache to fill the stored copy is read in place, not decoded;
+    /// then the written record comes with the [`Basis`] it replaced, for the other replicas.
     pub fn put_returning(
         &self,
         db: u8,
         key: &[u8],
         value: Bytes,
         expire_at_ms: Option<u64>,
-    ) -> CommandResult<Option<Bytes>> {
+    ) -> CommandResult<Option<(Bytes, Option<Basis>)>> {
         let put = Mutation::Put { value, expire_at_ms };
         if self.cache.is_some() {
-            return Ok(self.update_returning(db, key, |_| Ok((put, ())))?.1);
+            let written = self.update_returning(db, key, |_| Ok((put, ())))?.1;
+            return Ok(written.map(|encoded| (encoded, None)));
         }
         let stored = self.stored_key(db, key)?;
         let _guard = self.locks[Self::stripe(&stored)].lock();
         let now = now_ms();
-        let mut held: Result<Option<(VersionVector, Option<u64>)>, StorageError> = Ok(None);
+        let mut held: Result<(VersionVector, Option<u64>, Basis), StorageError> = Err(StorageError::Corrupt);
         self.engine.read_with(&stored, &mut |bytes| {
-            held = bytes
-                .map(|bytes| {
-                    let view = RecordView::decode(bytes).ok_or(StorageError::Corrupt)?;
-                    Ok((view.context(), view.next_expiry()))
-                })
-                .transpose();
+            held = match bytes {
+                None => Ok((VersionVector::default(), None, Basis::new(None, None, None))),
+                Some(bytes) => RecordView::decode(bytes)
+                    .map(|view| {
+                        (
+                            view.context(),
+                            view.next_expiry(),
+                            Basis::new(Some(bytes), view.next_expiry(), None),
+                        )
+                    })
+                    .ok_or(StorageError::Corrupt),
+            };
         })?;
-        let (context, previous_expiry) = held?.unwrap_or_default();
+        let (context, previous_expiry, mut basis) = held?;
         let mut record = Record {
             context,
             siblings: Vec::new(),
@@ -365,13 +375,20 @@ impl Replica {
         let mut ops = Ops::new();
         let encoded = self.apply_mutation_after(&mut record, previous_expiry, &stored, put, now, &mut ops)?;
         self.commit(&ops)?;
-        Ok(encoded)
+        basis.expiry = record.next_expiry();
+        Ok(encoded.map(|encoded| (encoded, Some(basis))))
     }
 
     /// [`Replica::merge`] of a copy as it came from a peer ([`Record::encode`] output). A copy whose bytes equal
     /// the stored ones (a forwarder's copy, a repeated repair) is settled by that comparison, decoding neither; one
     /// that subsumes the stored copy (replication's common case) is stored as it came, both read in place.
-    pub fn merge_encoded(&self, db: u8, key: &[u8], encoded: &Bytes) -> CommandResult<Option<Record>> {
+    pub fn merge_encoded(
+        &self,
+        db: u8,
+        key: &[u8],
+        encoded: &Bytes,
+        basis: Option<&Basis>,
+    ) -> CommandResult<Option<Record>> {
         let stored = self.stored_key(db, key)?;
         let _guard = self.locks[Self::stripe(&stored)].lock();
         let malformed = || CommandError::Other("malformed record".into());
@@ -382,24 +399,34 @@ impl Replica {
                 other => other.map(|(record, _)| record),
             }
         } else {
-            let incoming = RecordView::decode(encoded).ok_or_else(malformed)?;
             let mut held = Ok(Held::Settled);
             self.engine.read_with(&stored, &mut |bytes| {
+                if let Some(basis) = basis.filter(|basis| basis.replaced(bytes)) {
+                    // The record the incoming one was written over: it subsumes it.
+                    held = Ok(Held::Replaced(basis.replaced_expiry, basis.expiry));
+                    return;
+                }
+                let Some(incoming) = RecordView::decode(encoded) else {
+                    held = Err(malformed());
+                    return;
+                };
                 held = match bytes {
                     None if incoming.is_empty() => Ok(Held::Settled),
-                    None => Ok(Held::Replaced(None)),
+                    None => Ok(Held::Replaced(None, incoming.next_expiry())),
                     Some(bytes) if bytes == &encoded[..] => Ok(Held::Settled),
                     Some(bytes) => match RecordView::decode(bytes) {
-                        Some(view) if view.is_subsumed_by(&incoming) => Ok(Held::Replaced(view.next_expiry())),
-                        _ => decode_stored(bytes).map(Held::Other),
+                        Some(view) if view.is_subsumed_by(&incoming) => {
+                            Ok(Held::Replaced(view.next_expiry(), incoming.next_expiry()))
+                        }
+                        _ => decode_stored(bytes).map(Held::Other).map_err(CommandError::from),
                     },
                 };
             })?;
             match held? {
                 Held::Settled => return Ok(None),
-                Held::Replaced(previous_expiry) => {
+                Held::Replaced(previous_expiry, next_expiry) => {
                     // No cache to update on this path.
-                    self.store_encoded(stored, previous_expiry, incoming.next_expiry(), encoded.clone())?;
+                    self.store_encoded(stored, previous_expiry, next_expiry, encoded.clone())?;
                     return Ok(None);
                 }
                 Held::Other(current) => Some(current),
@@ -836,9 +863,9 @@ mod tests {
             let (here, there) = (replica_as(1, cache_bytes), replica_as(2, cache_bytes));
             // A key this replica never held, then the next version of it: each stored as it came, indexed anew.
             let first = put_until(&there, b"v1", far);
-            assert_eq!(here.merge_encoded(0, b"k", &first).expect("merge"), None);
+            assert_eq!(here.merge_encoded(0, b"k", &first, None).expect("merge"), None);
             let due = put_until(&there, b"v2", 1);
-            assert_eq!(here.merge_encoded(0, b"k", &due).expect("merge"), None);
+            assert_eq!(here.merge_encoded(0, b"k", &due, None).expect("merge"), None);
             assert_eq!(here.read_encoded(0, b"k").expect("read"), Some(due));
             // Only the new deadline is indexed: the sweep drops the key once, and finds nothing else due.
             let swept = here.sweep_expired(16).expect("sweep");
@@ -879,11 +906,11 @@ mod tests {
             };
             there.update(0, b"k", |_| Ok((expiring, ()))).expect("put");
             let theirs = there.read_encoded(0, b"k").expect("read").expect("stored");
-            here.merge_encoded(0, b"k", &theirs).expect("merge");
+            here.merge_encoded(0, b"k", &theirs, None).expect("merge");
             let before = here.read(0, b"k").expect("read").expect("stored");
             assert_eq!(before.siblings.len(), 2);
 
-            let encoded = here
+            let (encoded, _) = here
                 .put_returning(0, b"k", Bytes::from_static(b"new"), None)
                 .expect("set")
                 .expect("written");
@@ -914,30 +941,75 @@ mod tests {
             let (here, there) = (replica_as(1, cache_bytes), replica_as(2, cache_bytes));
             put(&here, b"k", b"old");
             let held = here.read_encoded(0, b"k").expect("read").expect("stored");
-            assert_eq!(here.merge_encoded(0, b"k", &held).expect("merge"), None, "its own copy");
+            assert_eq!(
+                here.merge_encoded(0, b"k", &held, None).expect("merge"),
+                None,
+                "its own copy"
+            );
             assert_eq!(here.read_encoded(0, b"k").expect("read"), Some(held.clone()));
 
-            let malformed = here.merge_encoded(0, b"k", &Bytes::from_static(b"\xff\xff\xff"));
+            let malformed = here.merge_encoded(0, b"k", &Bytes::from_static(b"\xff\xff\xff"), None);
             assert!(malformed.is_err(), "cache {cache_bytes}");
             assert_eq!(here.read_encoded(0, b"k").expect("read"), Some(held.clone()));
 
             // Another actor's concurrent write: both values stay, and the sender learns it lacked one.
             put(&there, b"k", b"new");
             let theirs = there.read_encoded(0, b"k").expect("read").expect("stored");
-            let diverged = here.merge_encoded(0, b"k", &theirs).expect("merge").expect("diverged");
+            let diverged = here
+                .merge_encoded(0, b"k", &theirs, None)
+                .expect("merge")
+                .expect("diverged");
             assert_eq!(diverged.siblings.len(), 2);
             let merged = here.read(0, b"k").expect("read").expect("stored");
             assert_eq!(*merged, diverged);
 
             // The next version of what it holds: stored as the bytes came, nothing sent back.
             let merged = here.read_encoded(0, b"k").expect("read").expect("stored");
-            assert_eq!(there.merge_encoded(0, b"k", &merged).expect("merge"), None);
+            assert_eq!(there.merge_encoded(0, b"k", &merged, None).expect("merge"), None);
             put(&there, b"k", b"newest");
             let newest = there.read_encoded(0, b"k").expect("read").expect("stored");
-            assert_eq!(here.merge_encoded(0, b"k", &newest).expect("merge"), None);
+            assert_eq!(here.merge_encoded(0, b"k", &newest, None).expect("merge"), None);
             assert_eq!(here.read_encoded(0, b"k").expect("read"), Some(newest.clone()));
             assert_eq!(here.read(0, b"k").expect("read").expect("stored").siblings.len(), 1);
         }
+    }
+
+    #[test]
+    fn a_write_over_the_held_bytes_is_stored_unread_and_any_other_is_merged() {
+        let (coordinator, replica) = (replica_as(1, 0), replica_as(2, 0));
+        put(&coordinator, b"k", b"old");
+        let old = coordinator.read_encoded(0, b"k").expect("read").expect("stored");
+        replica.merge_encoded(0, b"k", &old, None).expect("merge");
+        let far = now_ms() + 3_600_000;
+        let (new, basis) = coordinator
+            .put_returning(0, b"k", Bytes::from_static(b"new"), Some(far))
+            .expect("set")
+            .expect("written");
+        let basis = basis.expect("a basis without a cache");
+        assert_eq!(basis, Basis::new(Some(&old), None, Some(far)));
+
+        // Settled by the digest alone: even a record that does not subsume the held one would be stored as it came.
+        let stranger = replica_as(3, 0);
+        put(&stranger, b"k", b"concurrent");
+        let concurrent = stranger.read_encoded(0, b"k").expect("read").expect("stored");
+        let spare = replica_as(2, 0);
+        spare.merge_encoded(0, b"k", &old, None).expect("merge");
+        assert_eq!(
+            spare.merge_encoded(0, b"k", &concurrent, Some(&basis)).expect("merge"),
+            None
+        );
+        assert_eq!(spare.read_encoded(0, b"k").expect("read"), Some(concurrent.clone()));
+
+        // The write itself: stored, its deadline indexed in place of none.
+        assert_eq!(replica.merge_encoded(0, b"k", &new, Some(&basis)).expect("merge"), None);
+        assert_eq!(replica.read_encoded(0, b"k").expect("read"), Some(new.clone()));
+        assert_eq!(replica.sweep_expired(16).expect("sweep").handled, 0, "not due yet");
+
+        // A replica holding other bytes merges the usual way and says what the write lacked.
+        let other = replica_as(2, 0);
+        other.merge_encoded(0, b"k", &concurrent, None).expect("merge");
+        let diverged = other.merge_encoded(0, b"k", &new, Some(&basis)).expect("merge");
+        assert_eq!(diverged.expect("diverged").siblings.len(), 2);
     }
 
     fn count(replica: &Replica, db: u8) -> usize {

@@ -45,8 +45,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize};
 
+mod basis;
 mod view;
 
+pub use basis::Basis;
 pub use view::RecordView;
 
 /// Identifies a writer: a node id plus the incarnation created with its data

@@ -22,6 +22,7 @@ use bytes::Bytes;
 use super::messages::{KeyCopy, Written};
 use super::ring::MemberIndex;
 use crate::replica::Replica;
+use crate::version::Basis;
 
 tokio::task_local! {
     static FORWARDER: Forwarder;
@@ -50,7 +51,7 @@ pub async fn serve<T>(
         let merged = match &copy.record {
             None => true,
             Some(record) => local
-                .merge_encoded(db, &copy.key, record)
+                .merge_encoded(db, &copy.key, record, None)
                 .map_err(|e| tracing::warn!("merging a forwarder's copy failed: {e}"))
                 .is_ok(),
         };
@@ -86,9 +87,9 @@ pub fn forwarder_of(db: u8, key: &[u8], list: &[MemberIndex]) -> Option<MemberIn
         .flatten()
 }
 
-/// Queues `record`, just written for `key`, for the forwarder. A rewrite of the key just queued (a SET written again
-/// over versions a replica reported) replaces it.
-pub fn hand_back(db: u8, key: &[u8], record: Bytes) {
+/// Queues `record`, just written for `key` over `basis`, for the forwarder. A rewrite of the key just queued (a SET
+/// written again over versions a replica reported) replaces it.
+pub fn hand_back(db: u8, key: &[u8], record: Bytes, basis: Option<Basis>) {
     let _ = FORWARDER.try_with(|f| {
         let mut handed = f.handed.borrow_mut();
         if handed.last().is_some_and(|h| h.db == db && h.key == key) {
@@ -98,6 +99,7 @@ pub fn hand_back(db: u8, key: &[u8], record: Bytes) {
             db,
             key: Bytes::copy_from_slice(key),
             record,
+            basis,
         });
     });
 }

@@ -152,30 +152,30 @@ pub async fn scope<T>(
         .await
 }
 
-/// Queues a merge of `written` to `member` if a scope is open, and gives the way to its answer; otherwise gives
-/// `written` back, to be sent on its own. The caller yields once before it awaits (see the module doc).
-pub fn ask(member: MemberIndex, written: Written) -> Result<BatchedAnswer, Written> {
+/// Queues a merge of `written()` to `member` if a scope is open, and gives the way to its answer; otherwise `None`:
+/// the caller sends it on its own. The caller yields once before it awaits (see the module doc).
+pub fn ask(member: MemberIndex, written: impl FnOnce() -> Written) -> Option<BatchedAnswer> {
     if !is_open() {
-        return Err(written);
+        return None;
     }
-    let (answers, index) = BATCHES.with(|batches| batches.ask(member, written));
-    Ok(BatchedAnswer { answers, index })
+    let (answers, index) = BATCHES.with(|batches| batches.ask(member, written()));
+    Some(BatchedAnswer { answers, index })
 }
 
-/// Queues a merge of `written` to `member`, sent without asking for an answer when the scope ends, if a scope is
-/// open; otherwise gives `written` back, to be sent on its own.
-pub fn tell(member: MemberIndex, written: Written) -> Result<(), Written> {
+/// Queues a merge of `written()` to `member`, sent without asking for an answer when the scope ends, if a scope is
+/// open; otherwise false: the caller sends it on its own.
+pub fn tell(member: MemberIndex, written: impl FnOnce() -> Written) -> bool {
     if !is_open() {
-        return Err(written);
+        return false;
     }
     BATCHES.with(|batches| {
         let mut told = batches.told.borrow_mut();
         match told.iter_mut().find(|(m, _)| *m == member) {
-            Some((_, merges)) => merges.push(written),
-            None => told.push((member, vec![written])),
+            Some((_, merges)) => merges.push(written()),
+            None => told.push((member, vec![written()])),
         }
     });
-    Ok(())
+    true
 }
 
 /// Whether this task runs in a [`scope`].
@@ -290,6 +290,7 @@ mod tests {
             db: 0,
             key: Bytes::from_static(key.as_bytes()),
             record: Bytes::from_static(b"r"),
+            basis: None,
         }
     }
 

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::net::shared;
 use crate::server::reply::Reply;
+use crate::version::Basis;
 
 /// A request from one node to another.
 #[derive(Debug, Serialize, Deserialize)]
@@ -34,6 +35,8 @@ pub enum PeerRequest {
         /// [`crate::version::Record::encode`] output.
         #[serde(deserialize_with = "shared::bytes")]
         record: Bytes,
+        /// What the write replaced, if this is a write's replication.
+        basis: Option<Basis>,
     },
     /// Run this command as the coordinator of its keys.
     Forward(Forwarded),
@@ -117,13 +120,15 @@ pub struct Written {
     /// [`crate::version::Record::encode`] output.
     #[serde(deserialize_with = "shared::bytes")]
     pub record: Bytes,
+    /// What the write replaced, when the coordinator knows it.
+    pub basis: Option<Basis>,
 }
 
 impl Written {
     /// The record as a [`PeerRequest::Merge`] of its own.
     pub fn into_merge(self) -> PeerRequest {
-        let Written { db, key, record } = self;
-        PeerRequest::Merge { db, key, record }
+        let Written { db, key, record, basis } = self;
+        PeerRequest::Merge { db, key, record, basis }
     }
 }
 

@@ -14,6 +14,7 @@ use crate::error::CommandResult;
 use crate::net::{PeerId, Service};
 use crate::node::Node;
 use crate::replica::Replica;
+use crate::version::Basis;
 
 /// The answer to a forward that arrives while the node is not (or no longer) there to run it.
 const STOPPING: &str = "LOADING node is starting or stopping";
@@ -75,14 +76,14 @@ impl PeerService {
                     .collect::<CommandResult<_>>()
                     .map(PeerResponse::Records)
             }
-            PeerRequest::Merge { db, key, record } => Ok(self.merge(db, &key, &record)),
+            PeerRequest::Merge { db, key, record, basis } => Ok(self.merge(db, &key, &record, basis.as_ref())),
             PeerRequest::MergeBatch(merges) => {
                 self.replica
                     .prefetch(merges.iter().map(|merge| (merge.db, &merge.key[..])));
                 Ok(PeerResponse::Batch(
                     merges
                         .iter()
-                        .map(|merge| self.merge(merge.db, &merge.key, &merge.record))
+                        .map(|merge| self.merge(merge.db, &merge.key, &merge.record, merge.basis.as_ref()))
                         .collect(),
                 ))
             }
@@ -94,8 +95,8 @@ impl PeerService {
 
     /// Merges another replica's copy of `key` into the local one: `Ack`, or `Diverged` with the merged copy if the
     /// local one held versions the sender lacked.
-    fn merge(&self, db: u8, key: &[u8], record: &Bytes) -> PeerResponse {
-        match self.replica.merge_encoded(db, key, record) {
+    fn merge(&self, db: u8, key: &[u8], record: &Bytes, basis: Option<&Basis>) -> PeerResponse {
+        match self.replica.merge_encoded(db, key, record, basis) {
             Ok(None) => PeerResponse::Ack,
             Ok(Some(merged)) => PeerResponse::Diverged(Bytes::from(merged.encode())),
             Err(e) => PeerResponse::Error(e.to_string()),

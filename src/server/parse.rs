@@ -244,6 +244,15 @@ impl RequestParser {
 /// `Ok(None)` if the line is not complete yet.
 fn length_line(buf: &[u8], at: usize, too_long: ProtocolError) -> Result<Option<(i64, usize)>, ProtocolError> {
     let rest = &buf[at + 1..];
+    if let Some((number, len)) = short_length(rest) {
+        return Ok(Some((number, at + 1 + len)));
+    }
+    any_length_line(buf, at, too_long)
+}
+
+/// [`length_line`] of any line: found by its `\r`, then judged.
+fn any_length_line(buf: &[u8], at: usize, too_long: ProtocolError) -> Result<Option<(i64, usize)>, ProtocolError> {
+    let rest = &buf[at + 1..];
     let Some(cr) = rest.iter().position(|&b| b == b'\r') else {
         if rest.len() > INLINE_MAX {
             return Err(too_long);
@@ -259,6 +268,22 @@ fn length_line(buf: &[u8], at: usize, too_long: ProtocolError) -> Result<Option<
     };
     let number = parse_length(&rest[..cr]).ok_or_else(invalid)?;
     Ok(Some((number, at + 1 + cr + 2)))
+}
+
+/// The common line, read in one pass: one to 18 digits, `\r` and one more byte (`length_line` skips it unread, as
+/// Redis does): the number and the line's length. `None` for anything else, left to the general path (which waits
+/// for the whole line before it judges it, as Redis does). Scanning for `\r` and then parsing took twice the
+/// instructions (callgrind: four length lines per SET).
+fn short_length(rest: &[u8]) -> Option<(i64, usize)> {
+    let mut value: i64 = 0;
+    for (i, &d) in rest.iter().enumerate().take(19) {
+        if d.is_ascii_digit() {
+            value = value * 10 + i64::from(d - b'0');
+            continue;
+        }
+        return (d == b'\r' && i > 0 && i < rest.len() - 1).then_some((value, i + 2));
+    }
+    None
 }
 
 /// A length as Redis reads it: an optional `-` and up to 18 digits.
@@ -446,8 +471,34 @@ mod tests {
         assert_eq!(split_inline(b"   ").expect("ok").len(), 0);
     }
 
+    #[test]
+    fn common_length_lines_take_one_pass() {
+        assert_eq!(short_length(b"3\r\n$3"), Some((3, 3)));
+        assert_eq!(
+            short_length(b"123456789012345678\r\n"),
+            Some((123_456_789_012_345_678, 20))
+        );
+        // Left to the general path: no digit, a sign, 19 digits, a line not all here.
+        for line in [&b"\r\n"[..], b"-1\r\n", b"1234567890123456789\r\n", b"12\r", b"12"] {
+            assert_eq!(short_length(line), None, "{line:?}");
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// The one-pass reading of a length line agrees with the general one wherever it answers.
+        #[test]
+        fn short_lengths_read_as_any_length_line_reads_them(
+            line in proptest::collection::vec(prop::sample::select(b"0123456789\r\n-x".to_vec()), 0..24),
+        ) {
+            let mut buf = b"$".to_vec();
+            buf.extend_from_slice(&line);
+            if let Some((number, len)) = short_length(&line) {
+                let general = any_length_line(&buf, 0, ProtocolError::TooBigBulkCount);
+                prop_assert_eq!(general, Ok(Some((number, 1 + len))));
+            }
+        }
 
         #[test]
         fn arbitrary_bytes_never_panic(input in proptest::collection::vec(any::<u8>(), 0..512)) {

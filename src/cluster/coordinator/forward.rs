@@ -142,11 +142,16 @@ impl Coordinator {
     fn take_back(&self, peers: &Peers, from: MemberIndex, records: Vec<Written>) -> CommandResult<()> {
         for handed in records {
             Stats::bump(&self.stats.handed_back);
-            if let Some(merged) = self.local.merge_encoded(handed.db, &handed.key, &handed.record)? {
+            let basis = handed.basis.as_ref();
+            if let Some(merged) = self
+                .local
+                .merge_encoded(handed.db, &handed.key, &handed.record, basis)?
+            {
                 let request = PeerRequest::Merge {
                     db: handed.db,
                     key: handed.key,
                     record: Bytes::from(merged.encode()),
+                    basis: None,
                 };
                 let (bus, timeout, in_flight) = (peers.bus.clone(), peers.timeout, self.in_flight.enter());
                 tokio::spawn(async move {

@@ -50,7 +50,7 @@ use crate::glob;
 use crate::net::Bus;
 use crate::node::Stats;
 use crate::replica::{Current, Mutation, RecordVisitor, Replica};
-use crate::version::Record;
+use crate::version::{Basis, Record};
 
 /// A replica's answer to one merge of a write: from its pipeline's batch, or from a message of its own.
 enum Ack {
@@ -303,7 +303,7 @@ impl Coordinator {
         while answered < need {
             match pending.next().await {
                 Some((_, Some(None))) => answered += 1,
-                Some((_, Some(Some(copy)))) => match self.local.merge_encoded(scope.db, &key, &copy) {
+                Some((_, Some(Some(copy)))) => match self.local.merge_encoded(scope.db, &key, &copy, None) {
                     Ok(_) => answered += 1,
                     Err(e) => tracing::warn!("merging a replica's copy before a write failed: {e}"),
                 },
@@ -335,7 +335,9 @@ impl Coordinator {
         if let Some(encoded) = written {
             // Versions a replica reports that this node lacked stay siblings:
             // catch_up already merged a quorum's copies before `decide` ran.
-            let diverged = self.replicate(peers, scope.db, key, &encoded, list, write).await?;
+            let diverged = self
+                .replicate(peers, scope.db, key, (&encoded, None), list, write)
+                .await?;
             for copy in &diverged {
                 self.local.merge(scope.db, key, copy)?;
             }
@@ -372,7 +374,7 @@ impl Coordinator {
             let list = ring.preference_list(key_slot(key));
             record
                 .as_ref()
-                .map(|record| self.replicate(peers, scope.db, key, &record.encoded, list, write))
+                .map(|record| self.replicate(peers, scope.db, key, (&record.encoded, None), list, write))
         });
         match self
             .batching(join_all(replications))
@@ -385,14 +387,14 @@ impl Coordinator {
         }
     }
 
-    /// Sends a record this node wrote to the other replicas in `list`; Ok once
-    /// `write` replicas (this one included) hold it.
+    /// Sends a record this node wrote (over `basis`, if known) to the other replicas in `list`; Ok once `write`
+    /// replicas (this one included) hold it.
     async fn replicate(
         &self,
         peers: &Peers,
         db: u8,
         key: &[u8],
-        encoded: &Bytes,
+        (encoded, basis): (&Bytes, Option<Basis>),
         list: &[MemberIndex],
         write: usize,
     ) -> CommandResult<Vec<Record>> {
@@ -404,6 +406,7 @@ impl Coordinator {
             db,
             key: key.clone(),
             record: encoded.clone(),
+            basis,
         };
         let others = list.iter().copied().filter(|&m| m != me && Some(m) != forwarder);
         let mut acked = 1 + usize::from(forwarder.is_some());
@@ -411,25 +414,25 @@ impl Coordinator {
             // No ack will be waited for: the record is told, not asked (drain's fence covers it).
             for m in others {
                 Stats::bump(&self.stats.replicated);
-                if let Err(unbatched) = merge_batch::tell(m, written()) {
+                if !merge_batch::tell(m, written) {
                     Stats::bump(&self.stats.replication_messages);
-                    if let Err(e) = peers.bus.tell(m, unbatched.into_merge()) {
+                    if let Err(e) = peers.bus.tell(m, written().into_merge()) {
                         tracing::debug!("replicating to member {m} failed: {e}");
                     }
                 }
             }
             if forwarder.is_some() {
-                handback::hand_back(db, &key, encoded.clone());
+                handback::hand_back(db, &key, encoded.clone(), basis);
             }
             return Ok(Vec::new());
         }
         // Batched merges outlive this write in their scope (see `batching`); one sent alone counts here.
         let in_flight = (!merge_batch::is_open()).then(|| self.in_flight.enter());
-        let merge = |m: MemberIndex| match merge_batch::ask(m, written()) {
-            Ok(batched) => Ack::Batched(batched),
-            Err(unbatched) => {
+        let merge = |m: MemberIndex| match merge_batch::ask(m, written) {
+            Some(batched) => Ack::Batched(batched),
+            None => {
                 Stats::bump(&self.stats.replication_messages);
-                let (bus, timeout, request) = (peers.bus.clone(), peers.timeout, unbatched.into_merge());
+                let (bus, timeout, request) = (peers.bus.clone(), peers.timeout, written().into_merge());
                 Ack::Alone(Box::pin(async move {
                     MergeAnswer::of_call(bus.call(m, request, timeout).await)
                 }))
@@ -465,7 +468,7 @@ impl Coordinator {
                     Stats::bump(&self.stats.replicated);
                     acks.push(merge(m));
                 }
-                Some(_) => handback::hand_back(db, &key, encoded.clone()),
+                Some(_) => handback::hand_back(db, &key, encoded.clone(), basis),
                 None => break,
             }
         }
@@ -510,8 +513,10 @@ impl Coordinator {
         let (_, write) = self.quorums(scope);
         for _ in 0..3 {
             let written = self.local.put_returning(scope.db, key, value.clone(), expire_at_ms)?;
-            let Some(encoded) = written else { return Ok(()) };
-            let diverged = self.replicate(peers, scope.db, key, &encoded, list, write).await?;
+            let Some((encoded, basis)) = written else { return Ok(()) };
+            let diverged = self
+                .replicate(peers, scope.db, key, (&encoded, basis), list, write)
+                .await?;
             if diverged.is_empty() {
                 return Ok(());
             }

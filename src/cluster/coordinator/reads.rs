@@ -326,6 +326,7 @@ impl Repairer {
                 db,
                 key: key.clone(),
                 record,
+                basis: None,
             };
             if let Err(e) = self.bus.call(m, request, self.timeout).await {
                 tracing::debug!("read repair of member {m} failed: {e}");
