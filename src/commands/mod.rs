@@ -364,6 +364,11 @@ pub fn prepare(node: &Arc<Node>, session: &mut Session, argv: Vec<Bytes>) -> Pre
     let Some(index) = lookup(&argv[0]) else {
         return Prepared::Answered(CommandError::unknown_command(&argv[0], &argv[1..]).into());
     };
+    prepare_found(node, session, index, argv)
+}
+
+/// [`prepare`] of a request whose command was looked up already: the command table's entry `index`.
+pub fn prepare_found(node: &Arc<Node>, session: &mut Session, index: usize, argv: Vec<Bytes>) -> Prepared {
     let spec = &COMMANDS[index];
     session
         .handle
@@ -415,11 +420,13 @@ pub async fn perform(node: &Arc<Node>, session: &mut Session, prepared: Prepared
 }
 
 /// The key of a data command on exactly one key (GET, SET, INCR, ...), which
-/// may run concurrently with commands on other keys; `None` for anything else.
-pub fn single_key(argv: &[Bytes]) -> Option<&Bytes> {
-    let spec = &COMMANDS[lookup(argv.first()?)?];
+/// may run concurrently with commands on other keys, and the command's table
+/// index (for [`prepare_found`]); `None` for anything else.
+pub fn single_key(argv: &[Bytes]) -> Option<(usize, &Bytes)> {
+    let index = lookup(argv.first()?)?;
+    let spec = &COMMANDS[index];
     let data = spec.flags & (READONLY | WRITE) != 0;
-    (data && spec.keys == KEY1 && argv.len() >= 2).then(|| &argv[1])
+    (data && spec.keys == KEY1 && argv.len() >= 2).then(|| (index, &argv[1]))
 }
 
 /// Runs a command a peer forwarded to this node as its keys' coordinator.
@@ -429,17 +436,18 @@ pub async fn execute_forwarded(node: &Arc<Node>, command: Forwarded) -> Reply {
         .argv
         .first()
         .and_then(|name| lookup(name))
-        .is_some_and(|i| COMMANDS[i].flags & WRITE != 0 && COMMANDS[i].keys != NOKEY);
-    if !keyed_write {
+        .filter(|&i| COMMANDS[i].flags & WRITE != 0 && COMMANDS[i].keys != NOKEY);
+    let Some(index) = keyed_write else {
         return Reply::Error("ERR only keyed writes can be forwarded".into());
-    }
+    };
     let mut session = Session::new(ClientHandle::detached(), true);
     session.db = command.db;
     session.resp = command.resp;
     session.read_quorum = command.read_quorum;
     session.write_quorum = command.write_quorum;
     session.forwarded = true;
-    execute(node, &mut session, command.argv).await.unwrap_or(Reply::Nil)
+    let prepared = prepare_found(node, &mut session, index, command.argv);
+    perform(node, &mut session, prepared).await.unwrap_or(Reply::Nil)
 }
 
 async fn run(cmd: Cmd, ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Option<Reply>> {

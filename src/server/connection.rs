@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use xxhash_rust::xxh3::xxh3_64;
 
 use super::clients::ClientHandle;
 use super::parse::RequestParser;
@@ -121,26 +122,37 @@ pub async fn serve(node: Arc<Node>, mut stream: TcpStream, handle: Arc<ClientHan
         // of a pipeline that touch distinct keys run concurrently, replies
         // still in order. Anything else runs alone, in order.
         let concurrent = node.coordinator.is_clustered() && session.authenticated;
-        let mut group: Vec<Vec<Bytes>> = Vec::new();
+        // Each command with its command table index.
+        let mut group: Vec<(usize, Vec<Bytes>)> = Vec::new();
+        // The digests of the group's keys, so a new key is compared byte by byte only with those it may equal.
+        let mut group_keys: Vec<u64> = Vec::new();
         loop {
             let parsed = parser.next(&mut input);
-            // Some(clash) for a groupable command: whether its key is already in the group.
+            // For a groupable command: its command's index, its key's digest and whether the key is in the group.
             let groupable = match &parsed {
-                Ok(Some(argv)) if concurrent => {
-                    commands::single_key(argv).map(|key| group.iter().any(|other| other[1] == *key))
-                }
+                Ok(Some(argv)) if concurrent => commands::single_key(argv).map(|(index, key)| {
+                    let digest = xxh3_64(key);
+                    let clash = group_keys
+                        .iter()
+                        .zip(&group)
+                        .any(|(&other_digest, (_, other))| other_digest == digest && other[1] == *key);
+                    (index, digest, clash)
+                }),
                 _ => None,
             };
-            if let Some(clash) = groupable {
+            if let Some((index, digest, clash)) = groupable {
                 if clash {
+                    group_keys.clear();
                     run_group(&node, &mut session, std::mem::take(&mut group), &mut output).await;
                 }
                 if let Ok(Some(argv)) = parsed {
-                    group.push(argv);
+                    group.push((index, argv));
+                    group_keys.push(digest);
                 }
                 continue;
             }
             if !group.is_empty() {
+                group_keys.clear();
                 run_group(&node, &mut session, std::mem::take(&mut group), &mut output).await;
             }
             match parsed {
@@ -193,10 +205,11 @@ pub async fn serve(node: Arc<Node>, mut stream: TcpStream, handle: Arc<ClientHan
 /// Runs single-key commands on distinct keys concurrently and appends their
 /// replies in order. The writes other members coordinate go to each in one
 /// message.
-async fn run_group(node: &Arc<Node>, session: &mut Session, group: Vec<Vec<Bytes>>, output: &mut BytesMut) {
+async fn run_group(node: &Arc<Node>, session: &mut Session, group: Vec<(usize, Vec<Bytes>)>, output: &mut BytesMut) {
     if group.len() == 1 {
-        if let Some(argv) = group.into_iter().next() {
-            if let Some(reply) = commands::execute(node, session, argv).await {
+        if let Some((index, argv)) = group.into_iter().next() {
+            let prepared = commands::prepare_found(node, session, index, argv);
+            if let Some(reply) = commands::perform(node, session, prepared).await {
                 reply.encode(session.resp, output);
             }
         }
@@ -206,14 +219,14 @@ async fn run_group(node: &Arc<Node>, session: &mut Session, group: Vec<Vec<Bytes
     let db = session.scope().db;
     node.coordinator
         .local()
-        .prefetch(group.iter().filter_map(|argv| Some((db, &argv.get(1)?[..]))));
+        .prefetch(group.iter().filter_map(|(_, argv)| Some((db, &argv.get(1)?[..]))));
     let mut forks: Vec<Session> = group.iter().map(|_| session.fork()).collect();
     // What runs here, by position; the forwards leave a `None`.
     let mut local: Vec<Option<Prepared>> = Vec::with_capacity(group.len());
     // Per coordinator: the positions of its commands in the group, and the commands.
     let mut batches: Vec<(MemberIndex, Vec<usize>, Vec<Forwarded>)> = Vec::new();
-    for (i, (fork, argv)) in forks.iter_mut().zip(group).enumerate() {
-        match commands::prepare(node, fork, argv) {
+    for (i, (fork, (index, argv))) in forks.iter_mut().zip(group).enumerate() {
+        match commands::prepare_found(node, fork, index, argv) {
             Prepared::Forward(to, _, argv) => {
                 let command = commands::forwarded(fork, argv);
                 match batches.iter_mut().find(|(member, _, _)| *member == to) {
