@@ -49,6 +49,7 @@ mod basis;
 mod view;
 
 pub use basis::Basis;
+pub(crate) use view::Encoded;
 pub use view::RecordView;
 
 /// Identifies a writer: a node id plus the incarnation created with its data

@@ -10,3 +10,4 @@ pub mod preread;
 pub mod ring;
 pub mod service;
 pub mod slot;
+pub mod wire;

@@ -9,6 +9,7 @@ use futures_util::future::join_all;
 use super::coordinator::answer_keys;
 use super::handback;
 use super::messages::{Forwarded, PeerRequest, PeerResponse};
+use super::wire;
 use crate::commands;
 use crate::error::CommandResult;
 use crate::net::{PeerId, Service};
@@ -107,6 +108,11 @@ impl PeerService {
 impl Service for PeerService {
     type Request = PeerRequest;
     type Response = PeerResponse;
+
+    /// A write's requests, read by hand (see [`wire`]).
+    fn decode_request(frame: &Bytes, body: &[u8]) -> Option<PeerRequest> {
+        wire::decode_request(frame, body)
+    }
 
     /// Reads and merges of the local copy never wait, so they are answered on the connection's own task.
     fn handle_now(&self, _from: PeerId, request: PeerRequest) -> Result<PeerResponse, PeerRequest> {

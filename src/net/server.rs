@@ -124,7 +124,11 @@ async fn serve<S: Service>(inner: Arc<Inner<S>>, mut stream: TcpStream, addr: So
             id,
             outbox: (id != ONE_WAY).then(|| outbox.clone()),
         };
-        match shared::decode::<S::Request>(&frame, body) {
+        let decoded = match S::decode_request(&frame, body) {
+            Some(request) => Ok(request),
+            None => shared::decode::<S::Request>(&frame, body),
+        };
+        match decoded {
             Ok(request) => match inner.service.handle_now(peer, request) {
                 Ok(response) => reply.send(Ok(response)),
                 Err(request) => {

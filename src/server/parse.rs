@@ -277,11 +277,11 @@ fn any_length_line(buf: &[u8], at: usize, too_long: ProtocolError) -> Result<Opt
 fn short_length(rest: &[u8]) -> Option<(i64, usize)> {
     let mut value: i64 = 0;
     for (i, &d) in rest.iter().enumerate().take(19) {
-        if d.is_ascii_digit() {
+        if d.is_ascii_digit() && i < 18 {
             value = value * 10 + i64::from(d - b'0');
             continue;
         }
-        return (d == b'\r' && i > 0 && i < rest.len() - 1).then_some((value, i + 2));
+        return (d == b'\r' && i > 0 && i + 1 < rest.len()).then_some((value, i + 2));
     }
     None
 }

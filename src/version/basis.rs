@@ -7,6 +7,8 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use xxhash_rust::xxh3::xxh3_128;
 
+use super::Encoded;
+
 /// The record a write replaced, by digest, and the earliest expiries before and after it (the expiry index moves
 /// from one to the other).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +30,21 @@ impl Basis {
             replaced_expiry,
             expiry,
         }
+    }
+
+    /// Reads what postcard writes for a basis (the digest as a length, 16, and its bytes; then both expiries as
+    /// options), for `cluster::wire`.
+    pub(crate) fn read(input: &mut Encoded<'_>) -> Option<Basis> {
+        let digest: [u8; 16] = input.bytes()?.try_into().ok()?;
+        let mut expiry = || match input.is_some()? {
+            true => input.varint().map(Some),
+            false => Some(None),
+        };
+        Some(Basis {
+            digest: u128::from_le_bytes(digest),
+            replaced_expiry: expiry()?,
+            expiry: expiry()?,
+        })
     }
 
     /// Whether `held` (a replica's encoding of the key, or `None`) is the record the write replaced. A 128-bit

@@ -101,14 +101,16 @@ fn seven_bit_groups(word: u64) -> u64 {
     (x & 0x0000_0000_0fff_ffff) | ((x & 0x0fff_ffff_0000_0000) >> 4)
 }
 
-/// The rest of a record's encoding, read as postcard wrote it (`Record`: the context as a length and `(actor,
-/// counter)` pairs, then the siblings as a length and each one's dot, timestamp, optional value and optional expiry).
-/// Written by hand: through serde, postcard's generic reader took about 550 instructions per record here (callgrind,
-/// two records per replicated write), most of them reading varints a byte at a time behind its error plumbing.
-struct Encoded<'a>(&'a [u8]);
+/// The rest of a postcard encoding, read in place: a record's here (`Record`: the context as a length and `(actor,
+/// counter)` pairs, then the siblings as a length and each one's dot, timestamp, optional value and optional expiry),
+/// the hot peer requests' in `cluster::wire`. Written by hand: through serde, postcard's generic reader took about
+/// 550 instructions per record here (callgrind, two records per replicated write), most of them reading varints a
+/// byte at a time behind its error plumbing.
+pub(crate) struct Encoded<'a>(pub(crate) &'a [u8]);
 
 impl<'a> Encoded<'a> {
-    fn byte(&mut self) -> Option<u8> {
+    /// One raw byte (postcard's `u8`).
+    pub(crate) fn byte(&mut self) -> Option<u8> {
         let (&first, rest) = self.0.split_first()?;
         self.0 = rest;
         Some(first)
@@ -117,7 +119,7 @@ impl<'a> Encoded<'a> {
     /// postcard's varint: seven bits a byte, lowest first, at most ten bytes, the tenth at most 1. Longer forms of a
     /// number than needed pass, as postcard lets them. Eight bytes are taken apart at once: actors are random 64-bit
     /// numbers, ten bytes each, and timestamps six.
-    fn varint(&mut self) -> Option<u64> {
+    pub(crate) fn varint(&mut self) -> Option<u64> {
         let Some(word) = self.0.first_chunk::<8>().map(|w| u64::from_le_bytes(*w)) else {
             return self.varint_bytewise();
         };
@@ -161,7 +163,7 @@ impl<'a> Encoded<'a> {
     }
 
     /// postcard's `Option` tag: 0 for none, 1 for some.
-    fn is_some(&mut self) -> Option<bool> {
+    pub(crate) fn is_some(&mut self) -> Option<bool> {
         match self.byte()? {
             0 => Some(false),
             1 => Some(true),
@@ -170,7 +172,7 @@ impl<'a> Encoded<'a> {
     }
 
     /// A length, then that many bytes.
-    fn bytes(&mut self) -> Option<&'a [u8]> {
+    pub(crate) fn bytes(&mut self) -> Option<&'a [u8]> {
         let len = usize::try_from(self.varint()?).ok()?;
         if len > self.0.len() {
             return None;
