@@ -114,6 +114,11 @@ impl Service for PeerService {
         wire::decode_request(frame, body)
     }
 
+    /// The common responses, read by hand (see [`wire`]).
+    fn decode_response(frame: &Bytes, body: &[u8]) -> Option<PeerResponse> {
+        wire::decode_response(frame, body)
+    }
+
     /// Reads and merges of the local copy never wait, so they are answered on the connection's own task.
     fn handle_now(&self, _from: PeerId, request: PeerRequest) -> Result<PeerResponse, PeerRequest> {
         match request {

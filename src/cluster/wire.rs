@@ -1,5 +1,6 @@
-//! The peer requests every write sends, decoded by hand: a replicated record ([`PeerRequest::Merge`],
-//! [`PeerRequest::MergeBatch`]) and a forwarded command ([`PeerRequest::Forward`], [`PeerRequest::ForwardBatch`]).
+//! The peer messages every write and read sends, decoded by hand: a replicated record ([`PeerRequest::Merge`],
+//! [`PeerRequest::MergeBatch`]), a forwarded command ([`PeerRequest::Forward`], [`PeerRequest::ForwardBatch`]), and
+//! their common answers (acks, `+OK` with the records handed back, copies read, in batches or alone).
 //!
 //! Through serde, postcard took about 500 instructions per replicated record and 1,440 per forwarded command at a
 //! replica (callgrind, log `SET -P 16`): a call through its generic reader per field, and per byte string a trip
@@ -9,7 +10,7 @@
 
 use bytes::Bytes;
 
-use super::messages::{Forwarded, KeyCopy, PeerRequest, Written};
+use super::messages::{Forwarded, KeyCopy, PeerRequest, PeerResponse, WireReply, Written};
 use crate::version::{Basis, Encoded};
 
 /// postcard's variant indexes of [`PeerRequest`] (its order of declaration), each one byte.
@@ -17,6 +18,16 @@ const MERGE: u8 = 2;
 const FORWARD: u8 = 3;
 const FORWARD_BATCH: u8 = 4;
 const MERGE_BATCH: u8 = 9;
+
+/// postcard's variant indexes of [`PeerResponse`] and of [`WireReply::Ok`].
+const RECORD: u8 = 0;
+const ACK: u8 = 1;
+const REPLY: u8 = 2;
+const DIVERGED: u8 = 5;
+const HANDBACK: u8 = 6;
+const BATCH: u8 = 7;
+const RECORDS: u8 = 8;
+const REPLY_OK: u8 = 10;
 
 /// `body` (a part of `frame`) as a write's request, if it is one and reads to its end; `None` leaves it to postcard.
 pub fn decode_request(frame: &Bytes, body: &[u8]) -> Option<PeerRequest> {
@@ -32,6 +43,14 @@ pub fn decode_request(frame: &Bytes, body: &[u8]) -> Option<PeerRequest> {
         _ => return None,
     };
     input.encoded.0.is_empty().then_some(request)
+}
+
+/// `body` (a part of `frame`) as one of the common responses, if it is one and reads to its end; `None` leaves it to
+/// postcard.
+pub fn decode_response(frame: &Bytes, body: &[u8]) -> Option<PeerResponse> {
+    let mut input = Input::new(frame, body)?;
+    let response = input.response(true)?;
+    input.encoded.0.is_empty().then_some(response)
 }
 
 /// A body being read, and the frame its byte strings are slices of.
@@ -88,6 +107,28 @@ impl<'a> Input<'a> {
                 false => None,
             },
         })
+    }
+
+    /// A common response; a batch only at the top (`outer`), as sent.
+    fn response(&mut self, outer: bool) -> Option<PeerResponse> {
+        Some(match self.encoded.byte()? {
+            RECORD => PeerResponse::Record(self.optional_bytes()?),
+            ACK => PeerResponse::Ack,
+            REPLY => PeerResponse::Reply(self.reply_ok()?),
+            DIVERGED => PeerResponse::Diverged(self.bytes()?),
+            HANDBACK => PeerResponse::Handback {
+                reply: self.reply_ok()?,
+                records: self.seq(Self::written)?,
+            },
+            BATCH if outer => PeerResponse::Batch(self.seq(|input| input.response(false))?),
+            RECORDS => PeerResponse::Records(self.seq(Self::optional_bytes)?),
+            _ => return None,
+        })
+    }
+
+    /// `+OK`, the only reply read here.
+    fn reply_ok(&mut self) -> Option<WireReply> {
+        (self.encoded.byte()? == REPLY_OK).then_some(WireReply::Ok)
     }
 
     fn forwarded(&mut self) -> Option<Forwarded> {
@@ -154,6 +195,43 @@ mod tests {
         ]
     }
 
+    /// A response, and whether it is one of the common ones read here.
+    fn any_response() -> impl Strategy<Value = (PeerResponse, bool)> {
+        let reply = prop_oneof![
+            3 => any::<()>().prop_map(|_| (WireReply::Ok, true)),
+            1 => any::<i64>().prop_map(|n| (WireReply::Int(n), false)),
+        ]
+        .boxed();
+        let single = prop_oneof![
+            any::<()>().prop_map(|_| (PeerResponse::Ack, true)),
+            proptest::option::of(any_bytes()).prop_map(|copy| (PeerResponse::Record(copy), true)),
+            any_bytes().prop_map(|copy| (PeerResponse::Diverged(copy), true)),
+            reply
+                .clone()
+                .prop_map(|(reply, common)| (PeerResponse::Reply(reply), common)),
+            (reply, prop::collection::vec(any_written(), 0..3))
+                .prop_map(|((reply, common), records)| (PeerResponse::Handback { reply, records }, common)),
+            prop::collection::vec(proptest::option::of(any_bytes()), 0..4)
+                .prop_map(|copies| (PeerResponse::Records(copies), true)),
+            any::<()>().prop_map(|_| (PeerResponse::Error("ERR no".into()), false)),
+        ]
+        .boxed();
+        prop_oneof![
+            single.clone(),
+            prop::collection::vec(single, 0..5).prop_map(|items| {
+                let common = items.iter().all(|(_, common)| *common);
+                (
+                    PeerResponse::Batch(items.into_iter().map(|(item, _)| item).collect()),
+                    common,
+                )
+            }),
+        ]
+    }
+
+    fn reencoded_response(response: &PeerResponse) -> Vec<u8> {
+        postcard::to_allocvec(response).expect("encode")
+    }
+
     /// A frame as the bus hands it over: a request id, then the body.
     fn framed(request: &PeerRequest) -> (Bytes, usize) {
         let mut frame = vec![0x81, 0x01];
@@ -198,6 +276,24 @@ mod tests {
                 let theirs: PeerRequest = postcard::from_bytes(&frame).expect("postcard reads it too");
                 prop_assert_eq!(reencoded(&ours), reencoded(&theirs));
             }
+        }
+    }
+
+    proptest! {
+        /// A response decodes here only as postcard decodes it, and the common ones (acks, `+OK`s, copies) do.
+        #[test]
+        fn reads_responses_as_postcard_reads_them(
+            (response, common) in any_response(),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let wire = reencoded_response(&response);
+            let frame = Bytes::from(wire.clone());
+            match decode_response(&frame, &frame) {
+                Some(ours) => prop_assert_eq!(reencoded_response(&ours), wire.clone()),
+                None => prop_assert!(!common, "left to postcard: {:?}", response),
+            }
+            let cut = Bytes::from(wire[..cut.index(wire.len())].to_vec());
+            prop_assert!(decode_response(&cut, &cut).is_none(), "a cut response");
         }
     }
 

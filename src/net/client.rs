@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use parking_lot::Mutex;
 use rand::Rng;
@@ -218,7 +218,7 @@ async fn run_link<S: Service>(inner: &Arc<Inner<S>>, peer: PeerId, stream: TcpSt
         }
         link.token.cancel();
     });
-    let ended = read_loop(&link, read, max).await;
+    let ended = read_loop(&link, read, max, S::decode_response).await;
     let stopping = inner.stop.is_cancelled();
     slot.detach(
         &link,
@@ -249,8 +249,14 @@ enum ReadError {
     Malformed(#[from] postcard::Error),
 }
 
-/// Completes waiters from response frames until the connection ends; `Ok` when it was closed on purpose.
-async fn read_loop<Req, Resp>(link: &Link<Req, Resp>, read: OwnedReadHalf, max: usize) -> Result<(), ReadError>
+/// Completes waiters from response frames until the connection ends; `Ok` when it was closed on purpose. A
+/// response is decoded by `decode_fast` where it can (see [`Service::decode_response`]), else by postcard.
+async fn read_loop<Req, Resp>(
+    link: &Link<Req, Resp>,
+    read: OwnedReadHalf,
+    max: usize,
+    decode_fast: fn(&Bytes, &[u8]) -> Option<Resp>,
+) -> Result<(), ReadError>
 where
     Resp: DeserializeOwned,
 {
@@ -265,7 +271,16 @@ where
         let (id, body) = postcard::take_from_bytes::<u64>(&frame)?;
         // Responses to calls that timed out are skipped without decoding.
         if let Some(waiter) = link.take(id) {
-            let reply = match shared::decode::<Result<Resp, RemoteFailure>>(&frame, body) {
+            // postcard's tag of `Result::Ok`.
+            let fast = match body.split_first() {
+                Some((0, response)) => decode_fast(&frame, response),
+                _ => None,
+            };
+            let decoded = match fast {
+                Some(response) => Ok(Ok(response)),
+                None => shared::decode::<Result<Resp, RemoteFailure>>(&frame, body),
+            };
+            let reply = match decoded {
                 Ok(Ok(response)) => Ok(response),
                 Ok(Err(failure)) => Err(BusError::Remote(failure)),
                 Err(e) => Err(BusError::Decode(e)),

@@ -168,6 +168,12 @@ pub trait Service: Send + Sync + 'static {
         None
     }
 
+    /// [`Service::decode_request`] for a response (the body after its `Ok` tag).
+    fn decode_response(frame: &Bytes, body: &[u8]) -> Option<Self::Response> {
+        let _ = (frame, body);
+        None
+    }
+
     /// Answers `request` on the spot when that needs no waiting (a read or write of the local copy), which spares a
     /// task per request; a request it hands back goes to [`Service::handle`]. The default hands everything back.
     fn handle_now(&self, from: PeerId, request: Self::Request) -> Result<Self::Response, Self::Request> {
