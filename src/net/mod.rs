@@ -463,24 +463,17 @@ impl<S: Service> Inner<S> {
             return Err(BusError::Isolated);
         }
         let link = slot.link.lock().clone().ok_or(BusError::Unreachable)?;
-        let (id, waiter) = link.send(request)?;
+        let (id, waiter) = link.send(request, timeout)?;
         slot.sent.fetch_add(1, Ordering::Relaxed);
         let mut pending = PendingCall {
             link: &link,
             id,
             armed: true,
         };
-        match tokio::time::timeout(timeout, waiter).await {
-            Ok(Ok(reply)) => {
-                pending.armed = false;
-                reply
-            }
-            Ok(Err(_)) => {
-                pending.armed = false;
-                Err(BusError::Closed)
-            }
-            Err(_) => Err(BusError::Timeout),
-        }
+        // The link's sweeper answers the waiter with a timeout at its deadline.
+        let reply = waiter.await.unwrap_or(Err(BusError::Closed));
+        pending.armed = false;
+        reply
     }
 
     /// Runs the handler in-process, with the same task and barrier semantics as a remote call.

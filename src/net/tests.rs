@@ -464,6 +464,33 @@ async fn isolate_cuts_both_directions_until_heal() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_call_times_out_at_its_own_deadline() {
+    let (nodes, _) = cluster(2).await;
+    let bus = nodes[0].bus.clone();
+    // The sweeper first learns of a deadline a minute away; the later, sooner ones must wake it.
+    let slow = tokio::spawn({
+        let bus = bus.clone();
+        async move { bus.call(1, Req::Never, Duration::from_secs(60)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let started = Instant::now();
+    let soon = bus.call(1, Req::Never, Duration::from_millis(300));
+    let sooner = bus.call(1, Req::Never, Duration::from_millis(100));
+    let (soon, sooner) = tokio::join!(soon, sooner);
+    assert!(matches!(soon, Err(BusError::Timeout)), "{soon:?}");
+    assert!(matches!(sooner, Err(BusError::Timeout)), "{sooner:?}");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    assert!(
+        took < Duration::from_secs(20),
+        "woken for the sooner deadlines: {took:?}"
+    );
+    assert!(!slow.is_finished(), "the minute-long call still waits");
+    slow.abort();
+    assert_eq!(echo(&bus, 1, 3).await.expect("after timeouts"), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeout_leaves_the_connection_usable() {
     let (nodes, _) = cluster(2).await;
     let since = nodes[0].bus.peer_status(1).since_unix_ms;
