@@ -358,11 +358,8 @@ impl Replica {
                 None => Ok((VersionVector::default(), None, Basis::new(None, None, None))),
                 Some(bytes) => RecordView::decode(bytes)
                     .map(|view| {
-                        (
-                            view.context(),
-                            view.next_expiry(),
-                            Basis::new(Some(bytes), view.next_expiry(), None),
-                        )
+                        let expiry = view.next_expiry();
+                        (view.context(), expiry, Basis::new(Some(bytes), expiry, None))
                     })
                     .ok_or(StorageError::Corrupt),
             };
