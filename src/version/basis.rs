@@ -1,7 +1,7 @@
 //! What a write replaced, sent with the record it wrote. A write's new record subsumes the one it was made from, so
 //! a replica still holding those very bytes (replication's common case: every replica took the previous write) may
-//! store the new record as it came, reading neither: a digest comparison instead of decoding both records, which
-//! was about a fifth of a replica's instructions per replicated SET (callgrind).
+//! store the new record as it came, reading neither: a digest comparison instead of decoding both records, about
+//! 1,200 instructions per merge and a tenth of a replica's instructions per SET (callgrind, log `SET -P 16`).
 
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
