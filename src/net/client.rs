@@ -97,13 +97,7 @@ impl<Req, Resp> Link<Req, Resp> {
             let now = self.since_epoch(Duration::ZERO);
             let overdue: Vec<Waiter<Resp>> = {
                 let mut pending = self.pending.lock();
-                let ids: Vec<u64> = pending
-                    .waiters
-                    .iter()
-                    .filter(|(_, w)| w.1 <= now)
-                    .map(|(&id, _)| id)
-                    .collect();
-                let overdue = ids.iter().filter_map(|id| pending.waiters.remove(id)).collect();
+                let overdue = pending.waiters.extract_if(|_, w| w.1 <= now).map(|(_, w)| w).collect();
                 let earliest = pending.waiters.values().map(|w| w.1).min().unwrap_or(u64::MAX);
                 self.next_sweep.store(earliest, Ordering::Release);
                 overdue

@@ -122,37 +122,34 @@ pub async fn serve(node: Arc<Node>, mut stream: TcpStream, handle: Arc<ClientHan
         // of a pipeline that touch distinct keys run concurrently, replies
         // still in order. Anything else runs alone, in order.
         let concurrent = node.coordinator.is_clustered() && session.authenticated;
-        // Each command with its command table index.
-        let mut group: Vec<(usize, Vec<Bytes>)> = Vec::new();
-        // The digests of the group's keys, so a new key is compared byte by byte only with those it may equal.
-        let mut group_keys: Vec<u64> = Vec::new();
+        let mut group: Vec<Grouped> = Vec::new();
         loop {
             let parsed = parser.next(&mut input);
             // For a groupable command: its command's index, its key's digest and whether the key is in the group.
             let groupable = match &parsed {
                 Ok(Some(argv)) if concurrent => commands::single_key(argv).map(|(index, key)| {
-                    let digest = xxh3_64(key);
-                    let clash = group_keys
+                    let key_digest = xxh3_64(key);
+                    let clash = group
                         .iter()
-                        .zip(&group)
-                        .any(|(&other_digest, (_, other))| other_digest == digest && other[1] == *key);
-                    (index, digest, clash)
+                        .any(|other| other.key_digest == key_digest && other.argv[1] == *key);
+                    (index, key_digest, clash)
                 }),
                 _ => None,
             };
-            if let Some((index, digest, clash)) = groupable {
+            if let Some((index, key_digest, clash)) = groupable {
                 if clash {
-                    group_keys.clear();
                     run_group(&node, &mut session, std::mem::take(&mut group), &mut output).await;
                 }
                 if let Ok(Some(argv)) = parsed {
-                    group.push((index, argv));
-                    group_keys.push(digest);
+                    group.push(Grouped {
+                        index,
+                        key_digest,
+                        argv,
+                    });
                 }
                 continue;
             }
             if !group.is_empty() {
-                group_keys.clear();
                 run_group(&node, &mut session, std::mem::take(&mut group), &mut output).await;
             }
             match parsed {
@@ -202,12 +199,20 @@ pub async fn serve(node: Arc<Node>, mut stream: TcpStream, handle: Arc<ClientHan
     let _ = stream.shutdown().await;
 }
 
+/// A command of a pipeline's group: its command table index, the digest of its key (so a new key is compared byte
+/// by byte only with those it may equal) and its arguments.
+struct Grouped {
+    index: usize,
+    key_digest: u64,
+    argv: Vec<Bytes>,
+}
+
 /// Runs single-key commands on distinct keys concurrently and appends their
 /// replies in order. The writes other members coordinate go to each in one
 /// message.
-async fn run_group(node: &Arc<Node>, session: &mut Session, group: Vec<(usize, Vec<Bytes>)>, output: &mut BytesMut) {
+async fn run_group(node: &Arc<Node>, session: &mut Session, group: Vec<Grouped>, output: &mut BytesMut) {
     if group.len() == 1 {
-        if let Some((index, argv)) = group.into_iter().next() {
+        if let Some(Grouped { index, argv, .. }) = group.into_iter().next() {
             let prepared = commands::prepare_found(node, session, index, argv);
             if let Some(reply) = commands::perform(node, session, prepared).await {
                 reply.encode(session.resp, output);
@@ -219,13 +224,13 @@ async fn run_group(node: &Arc<Node>, session: &mut Session, group: Vec<(usize, V
     let db = session.scope().db;
     node.coordinator
         .local()
-        .prefetch(group.iter().filter_map(|(_, argv)| Some((db, &argv.get(1)?[..]))));
+        .prefetch(group.iter().filter_map(|grouped| Some((db, &grouped.argv.get(1)?[..]))));
     let mut forks: Vec<Session> = group.iter().map(|_| session.fork()).collect();
     // What runs here, by position; the forwards leave a `None`.
     let mut local: Vec<Option<Prepared>> = Vec::with_capacity(group.len());
     // Per coordinator: the positions of its commands in the group, and the commands.
     let mut batches: Vec<(MemberIndex, Vec<usize>, Vec<Forwarded>)> = Vec::new();
-    for (i, (fork, (index, argv))) in forks.iter_mut().zip(group).enumerate() {
+    for (i, (fork, Grouped { index, argv, .. })) in forks.iter_mut().zip(group).enumerate() {
         match commands::prepare_found(node, fork, index, argv) {
             Prepared::Forward(to, _, argv) => {
                 let command = commands::forwarded(fork, argv);
