@@ -175,7 +175,9 @@ impl VersionVector {
     /// to have been issued (the token comes from a client and is untrusted).
     pub fn decode_token(bytes: &[u8]) -> Option<VersionVector> {
         let (vv, rest) = postcard::take_from_bytes::<VersionVector>(bytes).ok()?;
-        if !rest.is_empty() || vv.0.iter().any(|&(_, c)| c > MAX_TOKEN_COUNTER) {
+        // Numbers written longer than needed decode too; a canonical token is exactly as long as its re-encoding.
+        let canonical = encoded_len(&vv.0, std::iter::empty()) == bytes.len() + 1;
+        if !rest.is_empty() || !canonical || vv.0.iter().any(|&(_, c)| c > MAX_TOKEN_COUNTER) {
             return None;
         }
         Some(vv)
@@ -542,9 +544,20 @@ impl Record {
     /// invariants (bytes from disk or peers are not trusted blindly).
     pub fn decode(bytes: &[u8]) -> Option<Record> {
         match postcard::take_from_bytes::<Record>(bytes) {
-            Ok((record, [])) => Some(record),
+            Ok((record, [])) if record.is_encoded_in(bytes.len()) => Some(record),
             _ => None,
         }
+    }
+
+    /// Whether the record's encoding takes `len` bytes: postcard also reads numbers written longer than needed,
+    /// and only those make an encoding longer, so a decoded record whose length differs was not written canonically
+    /// (equal records must encode to equal bytes).
+    fn is_encoded_in(&self, len: usize) -> bool {
+        let siblings = self.siblings.iter().map(|s| {
+            let value = s.value.as_ref().map(Bytes::len);
+            (s.dot, s.timestamp_ms, value, s.expire_at_ms)
+        });
+        encoded_len(&self.context.0, siblings) == len
     }
 
     fn is_canonical(&self) -> bool {
@@ -572,6 +585,26 @@ impl<'de> Deserialize<'de> for Record {
         }
         Ok(record)
     }
+}
+
+/// Bytes of [`Record::encode`] output for a record of this context and these siblings (dot, timestamp, value
+/// length, expiry).
+fn encoded_len(
+    context: &[(ActorId, u64)],
+    siblings: impl ExactSizeIterator<Item = (Dot, u64, Option<usize>, Option<u64>)>,
+) -> usize {
+    let pairs: usize = context.iter().map(|&(a, c)| varint_len(a) + varint_len(c)).sum();
+    let mut len = varint_len(context.len() as u64) + pairs + varint_len(siblings.len() as u64);
+    for (dot, timestamp_ms, value, expire_at_ms) in siblings {
+        len += varint_len(dot.actor) + varint_len(dot.counter) + varint_len(timestamp_ms) + 2;
+        len += value.map_or(0, |n| varint_len(n as u64) + n) + expire_at_ms.map_or(0, varint_len);
+    }
+    len
+}
+
+/// Bytes postcard writes for `n`.
+fn varint_len(n: u64) -> usize {
+    ((64 - n.leading_zeros()).max(1) as usize).div_ceil(7)
 }
 
 /// Appends `n` as postcard writes a `u64`: seven bits a byte, lowest first, the high bit set on all but the last.
@@ -1014,6 +1047,34 @@ mod tests {
         // Context not canonical.
         assert_eq!(decode(&enc(&[(B, 1), (A, 5)], &[])), None);
         assert_eq!(decode(&enc(&[(A, 0)], &[])), None);
+    }
+
+    #[test]
+    fn numbers_written_longer_than_needed_are_refused() {
+        let record = Record {
+            context: VersionVector(vec![(7, 2)]),
+            siblings: vec![Sibling {
+                dot: Dot { actor: 7, counter: 2 },
+                timestamp_ms: 1,
+                value: Some(Bytes::from_static(b"v")),
+                expire_at_ms: None,
+            }],
+        };
+        let canonical = record.encode();
+        assert_eq!(Record::decode(&canonical).as_ref(), Some(&record));
+        assert!(RecordView::decode(&canonical).is_some());
+        // The context's length, 1, as two bytes: postcard reads it, but it is not the record's encoding.
+        let mut overlong = vec![0x81, 0x00];
+        overlong.extend_from_slice(&canonical[1..]);
+        assert!(postcard::from_bytes::<Record>(&overlong).is_ok());
+        assert_eq!(Record::decode(&overlong), None);
+        assert!(RecordView::decode(&overlong).is_none());
+        // The same in a token.
+        let token = record.context.encode_token();
+        assert!(VersionVector::decode_token(&token).is_some());
+        let mut overlong = vec![0x81, 0x00];
+        overlong.extend_from_slice(&token[1..]);
+        assert_eq!(VersionVector::decode_token(&overlong), None);
     }
 
     // ---- property tests on random histories ------------------------------

@@ -8,7 +8,7 @@
 
 use smallvec::SmallVec;
 
-use super::{siblings_canonical, subsumed, ActorId, Dot, VersionVector, Versioned};
+use super::{encoded_len, siblings_canonical, subsumed, ActorId, Dot, VersionVector, Versioned};
 
 /// A record's context and siblings borrowed from its encoding. Decoding
 /// accepts exactly what [`Record::decode`](super::Record::decode) accepts (the
@@ -65,7 +65,7 @@ impl<'a> RecordView<'a> {
             });
         }
         let view = RecordView { context, siblings };
-        (input.0.is_empty() && view.is_canonical()).then_some(view)
+        (input.0.is_empty() && view.is_canonical() && view.is_encoded_in(bytes.len())).then_some(view)
     }
 
     /// [`Record::is_subsumed_by`](super::Record::is_subsumed_by) of the records these views read.
@@ -90,6 +90,15 @@ impl<'a> RecordView<'a> {
 
     fn is_canonical(&self) -> bool {
         VersionVector::is_canonical(&self.context) && siblings_canonical(&self.context, &self.siblings)
+    }
+
+    /// [`Record`](super::Record)'s check that no number was written longer than needed.
+    fn is_encoded_in(&self, len: usize) -> bool {
+        let siblings = self.siblings.iter().map(|s| {
+            let value = s.value.map(<[u8]>::len);
+            (s.dot, s.timestamp_ms, value, s.expire_at_ms)
+        });
+        encoded_len(&self.context, siblings) == len
     }
 }
 
