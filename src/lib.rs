@@ -48,6 +48,7 @@ pub mod node;
 pub mod replica;
 pub mod server;
 pub mod storage;
+pub(crate) mod varint;
 pub mod version;
 
 mod run;

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, OnceLock, Weak};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::future::join_all;
 
 use super::coordinator::answer_keys;
@@ -112,6 +112,16 @@ impl Service for PeerService {
     /// A write's requests, read by hand (see [`wire`]).
     fn decode_request(frame: &Bytes, body: &[u8]) -> Option<PeerRequest> {
         wire::decode_request(frame, body)
+    }
+
+    /// A write's and a read's requests, written by hand (see [`wire`]).
+    fn encode_request(request: &PeerRequest, out: &mut BytesMut) -> bool {
+        wire::encode_request(request, out)
+    }
+
+    /// The common responses, written by hand (see [`wire`]).
+    fn encode_response(response: &PeerResponse, out: &mut BytesMut) -> bool {
+        wire::encode_response(response, out)
     }
 
     /// The common responses, read by hand (see [`wire`]).

@@ -23,10 +23,11 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::frame::{decoder, encode_frame, write_loop, NoBarrier};
+use super::frame::{decoder, encode_frame_by, serialize_into, write_loop, NoBarrier};
 use super::handshake::{self, HandshakeError};
 use super::outbox::Outbox;
 use super::{shared, BusError, Inner, PeerId, RemoteFailure, Service};
+use crate::varint::put_varint;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -267,7 +268,14 @@ async fn run_link<S: Service>(inner: &Arc<Inner<S>>, peer: PeerId, stream: TcpSt
     tokio::spawn(async move {
         let link = &*writer_link;
         let encode = |buf: &mut BytesMut, (id, request): (u64, S::Request)| {
-            if let Err(e) = encode_frame(buf, &(id, &request), max) {
+            let body = |buf: &mut BytesMut| {
+                put_varint(buf, id);
+                match S::encode_request(&request, buf) {
+                    true => Ok(()),
+                    false => serialize_into(buf, &request),
+                }
+            };
+            if let Err(e) = encode_frame_by(buf, max, body) {
                 if let Some(waiter) = link.take(id) {
                     let _ = waiter.send(Err(e.into()));
                 }

@@ -45,9 +45,18 @@ pub(crate) fn decoder(max: usize) -> LengthDelimitedCodec {
 
 /// Appends one frame holding `value` to `buf`; on error `buf` is left as it was.
 pub(crate) fn encode_frame<T: Serialize + ?Sized>(buf: &mut BytesMut, value: &T, max: usize) -> Result<(), FrameError> {
+    encode_frame_by(buf, max, |buf| serialize_into(buf, value))
+}
+
+/// Appends one frame whose body `write` appends; on error `buf` is left as it was.
+pub(crate) fn encode_frame_by(
+    buf: &mut BytesMut,
+    max: usize,
+    write: impl FnOnce(&mut BytesMut) -> postcard::Result<()>,
+) -> Result<(), FrameError> {
     let start = buf.len();
     buf.put_u32(0);
-    if let Err(e) = postcard::serialize_with_flavor(value, Appender(buf)) {
+    if let Err(e) = write(buf) {
         buf.truncate(start);
         return Err(e.into());
     }
@@ -59,6 +68,11 @@ pub(crate) fn encode_frame<T: Serialize + ?Sized>(buf: &mut BytesMut, value: &T,
     };
     buf[start..start + HEADER].copy_from_slice(&len.to_be_bytes());
     Ok(())
+}
+
+/// Appends `value` as postcard writes it.
+pub(crate) fn serialize_into<T: Serialize + ?Sized>(buf: &mut BytesMut, value: &T) -> postcard::Result<()> {
+    postcard::serialize_with_flavor(value, Appender(buf))
 }
 
 /// Lets postcard write into a `BytesMut` directly (its stock flavors want a slice or an owned `Extend`).

@@ -44,7 +44,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -172,6 +172,19 @@ pub trait Service: Send + Sync + 'static {
     fn decode_response(frame: &Bytes, body: &[u8]) -> Option<Self::Response> {
         let _ = (frame, body);
         None
+    }
+
+    /// Appends `request` as postcard would, where the service has a faster way than serde's; false (with nothing
+    /// appended) leaves it to postcard. The default leaves everything.
+    fn encode_request(request: &Self::Request, out: &mut BytesMut) -> bool {
+        let _ = (request, out);
+        false
+    }
+
+    /// [`Service::encode_request`] for a response.
+    fn encode_response(response: &Self::Response, out: &mut BytesMut) -> bool {
+        let _ = (response, out);
+        false
     }
 
     /// Answers `request` on the spot when that needs no waiting (a read or write of the local copy), which spares a

@@ -9,18 +9,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use futures_util::StreamExt;
-use serde::Serialize;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::FramedRead;
 use tracing::{debug, info, warn};
 
 use super::client::ONE_WAY;
-use super::frame::{decoder, encode_frame, write_loop, Barrier, FrameError};
+use super::frame::{decoder, encode_frame, encode_frame_by, serialize_into, write_loop, Barrier, FrameError};
 use super::handshake::{self, HandshakeError, Refusal};
 use super::outbox::Outbox;
 use super::{shared, Inner, PeerId, RemoteFailure, Service};
+use crate::varint::put_varint;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
@@ -94,7 +94,7 @@ async fn serve<S: Service>(inner: Arc<Inner<S>>, mut stream: TcpStream, addr: So
     let writer_token = token.clone();
     let barrier = ServiceBarrier(inner.service.clone());
     tokio::spawn(async move {
-        let encode = |buf: &mut BytesMut, (id, reply): Response<S>| encode_reply(buf, id, &reply, max);
+        let encode = |buf: &mut BytesMut, (id, reply): Response<S>| encode_reply::<S>(buf, id, &reply, max);
         if let Err(e) = write_loop(&writer_outbox, write, &writer_token, encode, barrier).await {
             debug!(error = %e, "peer-bus response write failed");
         }
@@ -151,8 +151,21 @@ async fn serve<S: Service>(inner: Arc<Inner<S>>, mut stream: TcpStream, addr: So
 }
 
 /// Encodes one response; one that cannot be framed is replaced by a failure so the caller hears back at once.
-fn encode_reply<R: Serialize>(buf: &mut BytesMut, id: u64, reply: &Result<R, RemoteFailure>, max: usize) {
-    let failure = match encode_frame(buf, &(id, reply), max) {
+fn encode_reply<S: Service>(buf: &mut BytesMut, id: u64, reply: &Result<S::Response, RemoteFailure>, max: usize) {
+    let body = |buf: &mut BytesMut| {
+        put_varint(buf, id);
+        match reply {
+            Ok(response) => {
+                buf.put_u8(0); // postcard's tag of `Ok`
+                match S::encode_response(response, buf) {
+                    true => Ok(()),
+                    false => serialize_into(buf, response),
+                }
+            }
+            Err(_) => serialize_into(buf, reply),
+        }
+    };
+    let failure = match encode_frame_by(buf, max, body) {
         Ok(()) => return,
         Err(FrameError::Encode(e)) => {
             warn!(error = %e, "cannot encode a response");
@@ -163,7 +176,7 @@ fn encode_reply<R: Serialize>(buf: &mut BytesMut, id: u64, reply: &Result<R, Rem
             RemoteFailure::TooLarge
         }
     };
-    if let Err(e) = encode_frame(buf, &(id, Err::<R, _>(failure)), max) {
+    if let Err(e) = encode_frame(buf, &(id, Err::<S::Response, _>(failure)), max) {
         warn!(error = %e, "cannot encode a failure response");
     }
 }

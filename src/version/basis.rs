@@ -47,6 +47,11 @@ impl Basis {
         })
     }
 
+    /// The digest as postcard writes it (see `digest_out`), for `cluster::wire`.
+    pub(crate) fn digest_bytes(&self) -> [u8; 16] {
+        self.digest.to_le_bytes()
+    }
+
     /// Whether `held` (a replica's encoding of the key, or `None`) is the record the write replaced. A 128-bit
     /// digest: two different records compare equal about once in 2^128 tries, and peers are authenticated.
     pub fn replaced(&self, held: Option<&[u8]>) -> bool {
