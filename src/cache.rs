@@ -8,6 +8,13 @@
 //! lock. Readers fill it only if nothing in the shard changed since they
 //! looked (a per-shard version), so a slow reader can never put back a value
 //! older than one a writer already cached.
+//!
+//! Complete shards: a shard that has held every record of its keys since the
+//! engine was opened empty, and has never dropped any,
+//! answers a miss as "absent" without asking the engine. A write to a new key
+//! then reads nothing from the LSM tree: on a cluster replica under `SET -P 16`
+//! that was a memtable search per write, about 2,600 instructions, an eighth of
+//! the node's (callgrind). Its first drop for the budget ends that for good.
 
 use ahash::AHashMap;
 use parking_lot::Mutex;
@@ -47,6 +54,8 @@ struct Shard {
     map: AHashMap<Box<[u8]>, Cached>,
     bytes: usize,
     version: u64,
+    /// Holds every stored record of its keys: a key it lacks is absent.
+    complete: bool,
 }
 
 /// Sharded map from storage key to decoded record.
@@ -70,10 +79,17 @@ fn cost(key: &[u8], record: &Cached) -> usize {
 }
 
 impl RecordCache {
-    /// A cache holding about `budget_bytes` of records.
-    pub fn new(budget_bytes: usize) -> RecordCache {
+    /// A cache holding about `budget_bytes` of records, in front of an engine that holds no records yet if
+    /// `engine_empty` (so the cache starts complete).
+    pub fn new(budget_bytes: usize, engine_empty: bool) -> RecordCache {
+        let shard = || {
+            Mutex::new(Shard {
+                complete: engine_empty,
+                ..Shard::default()
+            })
+        };
         RecordCache {
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            shards: (0..SHARDS).map(|_| shard()).collect(),
             budget_per_shard: (budget_bytes / SHARDS).max(1),
             hasher: ahash::RandomState::new(),
         }
@@ -90,6 +106,7 @@ impl RecordCache {
         let shard = self.shards[index].lock();
         match shard.map.get(key) {
             Some(record) => Lookup::Hit(record.as_ref().map(take)),
+            None if shard.complete => Lookup::Hit(None),
             None => Lookup::Miss(FillToken {
                 shard: index,
                 version: shard.version,
@@ -128,16 +145,19 @@ impl RecordCache {
             shard.map.clear();
             shard.bytes = 0;
             shard.version += 1;
+            shard.complete = false;
         }
     }
 
-    /// Forgets everything (FLUSHDB, FLUSHALL).
+    /// Forgets everything (FLUSHDB, FLUSHALL). No shard is complete after: a write may land between the engine's
+    /// flush and this, and what it cached is dropped here.
     pub fn clear(&self) {
         for shard in self.shards.iter() {
             let mut shard = shard.lock();
             shard.map.clear();
             shard.bytes = 0;
             shard.version += 1;
+            shard.complete = false;
         }
     }
 }
@@ -162,7 +182,7 @@ mod tests {
 
     #[test]
     fn stale_fill_after_a_write_is_refused() {
-        let cache = RecordCache::new(1 << 20);
+        let cache = RecordCache::new(1 << 20, false);
         let Lookup::Miss(token) = cache.get(b"k", Clone::clone) else {
             panic!("empty cache hit")
         };
@@ -173,7 +193,7 @@ mod tests {
 
     #[test]
     fn fills_and_evicts_within_budget() {
-        let cache = RecordCache::new(SHARDS * 1024);
+        let cache = RecordCache::new(SHARDS * 1024, false);
         for i in 0..10_000u32 {
             let key = i.to_be_bytes();
             if let Lookup::Miss(token) = cache.get(&key, Clone::clone) {
@@ -184,5 +204,26 @@ mod tests {
         assert!(cached <= SHARDS * 1024, "{cached} bytes cached");
         cache.clear();
         assert!(matches!(cache.get(&0u32.to_be_bytes(), Clone::clone), Lookup::Miss(_)));
+    }
+
+    #[test]
+    fn a_complete_cache_answers_misses_as_absent_until_it_drops_records() {
+        let cache = RecordCache::new(SHARDS * 1024, true);
+        assert!(matches!(cache.get(b"never written", Clone::clone), Lookup::Hit(None)));
+        cache.put(b"k", record());
+        assert!(matches!(cache.get(b"k", Clone::clone), Lookup::Hit(Some(_))));
+        // Over budget, shards drop what they held and must ask the engine from then on.
+        for i in 0..10_000u32 {
+            cache.put(&i.to_be_bytes(), record());
+        }
+        let complete = cache.shards.iter().filter(|shard| shard.lock().complete).count();
+        assert_eq!(complete, 0, "every shard dropped records");
+        assert!(matches!(cache.get(b"never written", Clone::clone), Lookup::Miss(_)));
+        let cache = RecordCache::new(SHARDS * 1024, true);
+        cache.clear();
+        assert!(
+            matches!(cache.get(b"k", Clone::clone), Lookup::Miss(_)),
+            "complete no more"
+        );
     }
 }

@@ -145,13 +145,13 @@ impl Replica {
         cache_bytes: usize,
     ) -> Replica {
         Replica {
-            engine,
             durability,
             actor,
             conflicts,
             tombstone_grace_ms,
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
-            cache: (cache_bytes > 0).then(|| RecordCache::new(cache_bytes)),
+            cache: (cache_bytes > 0).then(|| RecordCache::new(cache_bytes, holds_no_records(&*engine))),
+            engine,
         }
     }
 
@@ -782,6 +782,16 @@ impl Replica {
             expired,
         })
     }
+}
+
+/// Whether `engine` holds no records (a failed look counts as some).
+fn holds_no_records(engine: &dyn Engine) -> bool {
+    let mut any = false;
+    let looked = engine.scan(Space::Records, &[], &mut |_, _| {
+        any = true;
+        ControlFlow::Break(())
+    });
+    looked.is_ok() && !any
 }
 
 #[cfg(test)]
