@@ -29,6 +29,8 @@
 //!   per-key locks, the expiry sweep.
 //! - [`version`]: dotted version vectors, siblings and their merge; records
 //!   read in place from their encoding for replication (`version/view.rs`).
+//! - `varint`: postcard's variable-length integers written by hand, for
+//!   records and the peer bus's hot messages (`cluster/wire.rs`).
 //! - [`storage`]: the `Engine` trait with the fjall (disk), log (RAM plus an
 //!   append-only log) and memory engines, key layout, and durability (fsync
 //!   policy with group commit).
