@@ -2,7 +2,7 @@
 //!
 //! A replicated write carries its key and record as bytes; decoding them as `Bytes` copies each into an allocation
 //! of its own, two per record on every replica. Fields marked `#[serde(deserialize_with = "shared::bytes")]` take
-//! a slice of the received frame instead (`Bytes::slice_ref`), which the connection's reader hands to [`decode`].
+//! a slice of the received frame instead (`Bytes::slice_ref`), which the connection's reader hands to `decode`.
 //! Such a slice keeps the whole frame alive: whoever keeps one past the request (the record cache) copies it.
 
 use std::cell::RefCell;
@@ -77,12 +77,12 @@ impl<'de> Deserialize<'de> for SharedElement {
     }
 }
 
-/// [`bytes`] for an `Option<Bytes>` field.
+/// [`bytes()`] for an `Option<Bytes>` field.
 pub fn optional_bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Bytes>, D::Error> {
     Ok(Option::<SharedElement>::deserialize(deserializer)?.map(|SharedElement(part)| part))
 }
 
-/// [`bytes`] for a `Vec<Bytes>` field (a forwarded command's arguments). Collected in place: the element is a
+/// [`bytes()`] for a `Vec<Bytes>` field (a forwarded command's arguments). Collected in place: the element is a
 /// transparent `Bytes`.
 pub fn bytes_seq<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Bytes>, D::Error> {
     let parts = Vec::<SharedElement>::deserialize(deserializer)?;
