@@ -132,6 +132,7 @@ impl Output<'_> {
     }
 
     fn forwarded(&mut self, forwarded: &Forwarded) {
+        // Taken apart whole, so that a field added to the message cannot be left out here.
         let Forwarded {
             db,
             resp,
@@ -425,13 +426,32 @@ mod tests {
 
     /// Any response but [`PeerResponse::Keys`] (never sent in a batch), and whether it is written here.
     fn any_written_response() -> impl Strategy<Value = (PeerResponse, bool)> {
+        responses(any_reply().prop_map(|reply| (reply, true)).boxed())
+    }
+
+    /// A response, and whether it is one of the common ones read here.
+    fn any_response() -> impl Strategy<Value = (PeerResponse, bool)> {
+        responses(
+            prop_oneof![
+                3 => any::<()>().prop_map(|_| (WireReply::Ok, true)),
+                1 => any::<i64>().prop_map(|n| (WireReply::Int(n), false)),
+            ]
+            .boxed(),
+        )
+    }
+
+    /// Responses carrying replies of `reply` (each with whether it is handled here), alone or batched, and whether
+    /// all of the response is handled here (an error is not).
+    fn responses(reply: BoxedStrategy<(WireReply, bool)>) -> impl Strategy<Value = (PeerResponse, bool)> {
         let single = prop_oneof![
             any::<()>().prop_map(|_| (PeerResponse::Ack, true)),
             proptest::option::of(any_bytes()).prop_map(|copy| (PeerResponse::Record(copy), true)),
             any_bytes().prop_map(|copy| (PeerResponse::Diverged(copy), true)),
-            any_reply().prop_map(|reply| (PeerResponse::Reply(reply), true)),
-            (any_reply(), prop::collection::vec(any_written(), 0..3))
-                .prop_map(|(reply, records)| (PeerResponse::Handback { reply, records }, true)),
+            reply
+                .clone()
+                .prop_map(|(reply, handled)| (PeerResponse::Reply(reply), handled)),
+            (reply, prop::collection::vec(any_written(), 0..3))
+                .prop_map(|((reply, handled), records)| (PeerResponse::Handback { reply, records }, handled)),
             prop::collection::vec(proptest::option::of(any_bytes()), 0..4)
                 .prop_map(|copies| (PeerResponse::Records(copies), true)),
             "[A-Z ]{0,9}".prop_map(|text| (PeerResponse::Error(text), false)),
@@ -440,43 +460,10 @@ mod tests {
         prop_oneof![
             single.clone(),
             prop::collection::vec(single, 0..5).prop_map(|items| {
-                let written = items.iter().all(|(_, written)| *written);
+                let handled = items.iter().all(|(_, handled)| *handled);
                 (
                     PeerResponse::Batch(items.into_iter().map(|(item, _)| item).collect()),
-                    written,
-                )
-            }),
-        ]
-    }
-
-    /// A response, and whether it is one of the common ones read here.
-    fn any_response() -> impl Strategy<Value = (PeerResponse, bool)> {
-        let reply = prop_oneof![
-            3 => any::<()>().prop_map(|_| (WireReply::Ok, true)),
-            1 => any::<i64>().prop_map(|n| (WireReply::Int(n), false)),
-        ]
-        .boxed();
-        let single = prop_oneof![
-            any::<()>().prop_map(|_| (PeerResponse::Ack, true)),
-            proptest::option::of(any_bytes()).prop_map(|copy| (PeerResponse::Record(copy), true)),
-            any_bytes().prop_map(|copy| (PeerResponse::Diverged(copy), true)),
-            reply
-                .clone()
-                .prop_map(|(reply, common)| (PeerResponse::Reply(reply), common)),
-            (reply, prop::collection::vec(any_written(), 0..3))
-                .prop_map(|((reply, common), records)| (PeerResponse::Handback { reply, records }, common)),
-            prop::collection::vec(proptest::option::of(any_bytes()), 0..4)
-                .prop_map(|copies| (PeerResponse::Records(copies), true)),
-            any::<()>().prop_map(|_| (PeerResponse::Error("ERR no".into()), false)),
-        ]
-        .boxed();
-        prop_oneof![
-            single.clone(),
-            prop::collection::vec(single, 0..5).prop_map(|items| {
-                let common = items.iter().all(|(_, common)| *common);
-                (
-                    PeerResponse::Batch(items.into_iter().map(|(item, _)| item).collect()),
-                    common,
+                    handled,
                 )
             }),
         ]
