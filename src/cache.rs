@@ -10,11 +10,11 @@
 //! older than one a writer already cached.
 //!
 //! Complete shards: a shard that has held every record of its keys since the
-//! engine was opened empty, and has never dropped any,
-//! answers a miss as "absent" without asking the engine. A write to a new key
-//! then reads nothing from the LSM tree: on a cluster replica under `SET -P 16`
-//! that was a memtable search per write, about 2,600 instructions, an eighth of
-//! the node's (callgrind). Its first drop for the budget ends that for good.
+//! engine was opened empty, and has never dropped any, answers a miss as
+//! "absent" without asking the engine. A write to a new key then reads nothing
+//! from the LSM tree: on a cluster replica under `SET -P 16` that was a memtable
+//! search per write, about 2,600 instructions, an eighth of the node's
+//! (callgrind). Its first drop for the budget, FLUSHDB and FLUSHALL end that.
 
 use ahash::AHashMap;
 use parking_lot::Mutex;

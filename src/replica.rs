@@ -815,6 +815,26 @@ mod tests {
     }
 
     #[test]
+    fn a_cache_opened_on_stored_records_asks_the_engine_for_them() {
+        let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::default());
+        let open = || {
+            let durability = Durability::start(FsyncMode::No, engine.clone());
+            Replica::new(engine.clone(), durability, 1, ConflictMode::Siblings, 0, 1 << 20)
+        };
+        let put = Mutation::Put {
+            value: Bytes::from_static(b"value"),
+            expire_at_ms: None,
+        };
+        open().update(0, b"k", |_| Ok((put, ()))).expect("put");
+        let reopened = open();
+        assert!(
+            reopened.read(0, b"k").expect("read").is_some(),
+            "stored before the cache was made"
+        );
+        assert!(reopened.read(0, b"other").expect("read").is_none());
+    }
+
+    #[test]
     fn a_copy_for_a_peer_is_the_encoded_record_with_or_without_a_cache() {
         for cache_bytes in [0, 1 << 20] {
             let replica = replica_with_cache(cache_bytes);
