@@ -24,7 +24,7 @@ const FORWARD: u8 = 3;
 const FORWARD_BATCH: u8 = 4;
 const MERGE_BATCH: u8 = 9;
 
-/// postcard's variant indexes of [`PeerResponse`] and of [`WireReply::Ok`].
+/// postcard's variant indexes of [`PeerResponse`].
 const RECORD: u8 = 0;
 const ACK: u8 = 1;
 const REPLY: u8 = 2;
@@ -32,6 +32,18 @@ const DIVERGED: u8 = 5;
 const HANDBACK: u8 = 6;
 const BATCH: u8 = 7;
 const RECORDS: u8 = 8;
+
+/// postcard's variant indexes of [`WireReply`].
+const REPLY_STATUS: u8 = 0;
+const REPLY_ERROR: u8 = 1;
+const REPLY_INT: u8 = 2;
+const REPLY_BULK: u8 = 3;
+const REPLY_NIL: u8 = 4;
+const REPLY_NIL_ARRAY: u8 = 5;
+const REPLY_ARRAY: u8 = 6;
+const REPLY_MAP: u8 = 7;
+const REPLY_SET: u8 = 8;
+const REPLY_VERBATIM: u8 = 9;
 const REPLY_OK: u8 = 10;
 
 /// Appends `request` as postcard writes it, if it is one read here; otherwise appends nothing and answers false.
@@ -54,16 +66,8 @@ pub fn encode_request(request: &PeerRequest, out: &mut BytesMut) -> bool {
             out.0.put_u8(FORWARD);
             out.forwarded(forwarded);
         }
-        PeerRequest::ForwardBatch(batch) => {
-            out.0.put_u8(FORWARD_BATCH);
-            out.seq(batch, Output::forwarded);
-        }
-        PeerRequest::MergeBatch(batch) => {
-            out.0.put_u8(MERGE_BATCH);
-            out.seq(batch, |out, written| {
-                out.written(written.db, &written.key, &written.record, &written.basis)
-            });
-        }
+        PeerRequest::ForwardBatch(batch) => out.tagged_seq(FORWARD_BATCH, batch, Output::forwarded),
+        PeerRequest::MergeBatch(batch) => out.tagged_seq(MERGE_BATCH, batch, Output::written_record),
         _ => return false,
     }
     true
@@ -99,21 +103,17 @@ impl Output<'_> {
         }
     }
 
-    fn optional_varint(&mut self, n: Option<u64>) {
-        match n {
-            Some(n) => {
-                self.0.put_u8(1);
-                put_varint(self.0, n);
-            }
-            None => self.0.put_u8(0),
-        }
-    }
-
     fn seq<T>(&mut self, items: &[T], mut item: impl FnMut(&mut Self, &T)) {
         put_varint(self.0, items.len() as u64);
         for each in items {
             item(self, each);
         }
+    }
+
+    /// A variant holding one sequence.
+    fn tagged_seq<T>(&mut self, tag: u8, items: &[T], item: impl FnMut(&mut Self, &T)) {
+        self.0.put_u8(tag);
+        self.seq(items, item);
     }
 
     fn written(&mut self, db: u8, key: &[u8], record: &[u8], basis: &Option<Basis>) {
@@ -123,12 +123,14 @@ impl Output<'_> {
         match basis {
             Some(basis) => {
                 self.0.put_u8(1);
-                self.bytes(&basis.digest_bytes());
-                self.optional_varint(basis.replaced_expiry);
-                self.optional_varint(basis.expiry);
+                basis.write(self.0);
             }
             None => self.0.put_u8(0),
         }
+    }
+
+    fn written_record(&mut self, written: &Written) {
+        self.written(written.db, &written.key, &written.record, &written.basis);
     }
 
     fn forwarded(&mut self, forwarded: &Forwarded) {
@@ -168,19 +170,14 @@ impl Output<'_> {
             PeerResponse::Handback { reply, records } => {
                 self.0.put_u8(HANDBACK);
                 self.reply(reply);
-                self.seq(records, |out, written| {
-                    out.written(written.db, &written.key, &written.record, &written.basis)
-                });
+                self.seq(records, Output::written_record);
             }
             PeerResponse::Batch(items) if outer => {
                 self.0.put_u8(BATCH);
                 put_varint(self.0, items.len() as u64);
                 return items.iter().all(|item| self.response(item, false));
             }
-            PeerResponse::Records(copies) => {
-                self.0.put_u8(RECORDS);
-                self.seq(copies, Output::optional_bytes);
-            }
+            PeerResponse::Records(copies) => self.tagged_seq(RECORDS, copies, Output::optional_bytes),
             _ => return false,
         }
         true
@@ -188,40 +185,32 @@ impl Output<'_> {
 
     /// Any reply: forwarded reads answer bulk strings and arrays.
     fn reply(&mut self, reply: &WireReply) {
-        let (tag, text): (u8, &str) = match reply {
-            WireReply::Status(text) => (0, text),
-            WireReply::Error(text) => (1, text),
-            WireReply::Verbatim(text) => (9, text),
+        match reply {
+            WireReply::Status(text) => self.tagged_bytes(REPLY_STATUS, text),
+            WireReply::Error(text) => self.tagged_bytes(REPLY_ERROR, text),
+            WireReply::Verbatim(text) => self.tagged_bytes(REPLY_VERBATIM, text),
             WireReply::Int(n) => {
-                self.0.put_u8(2);
+                self.0.put_u8(REPLY_INT);
                 // postcard's zigzag: small magnitudes of either sign in few bytes.
                 put_varint(self.0, ((n << 1) ^ (n >> 63)) as u64);
-                return;
             }
-            WireReply::Bulk(bytes) => {
-                self.0.put_u8(3);
-                self.bytes(bytes);
-                return;
-            }
-            WireReply::Nil => return self.0.put_u8(4),
-            WireReply::NilArray => return self.0.put_u8(5),
-            WireReply::Array(items) | WireReply::Set(items) => {
-                self.0.put_u8(if matches!(reply, WireReply::Array(_)) { 6 } else { 8 });
-                self.seq(items, Output::reply);
-                return;
-            }
-            WireReply::Map(pairs) => {
-                self.0.put_u8(7);
-                self.seq(pairs, |out, (key, value)| {
-                    out.reply(key);
-                    out.reply(value);
-                });
-                return;
-            }
-            WireReply::Ok => return self.0.put_u8(REPLY_OK),
-        };
+            WireReply::Bulk(bytes) => self.tagged_bytes(REPLY_BULK, bytes),
+            WireReply::Nil => self.0.put_u8(REPLY_NIL),
+            WireReply::NilArray => self.0.put_u8(REPLY_NIL_ARRAY),
+            WireReply::Array(items) => self.tagged_seq(REPLY_ARRAY, items, Output::reply),
+            WireReply::Set(items) => self.tagged_seq(REPLY_SET, items, Output::reply),
+            WireReply::Map(pairs) => self.tagged_seq(REPLY_MAP, pairs, |out, (key, value)| {
+                out.reply(key);
+                out.reply(value);
+            }),
+            WireReply::Ok => self.0.put_u8(REPLY_OK),
+        }
+    }
+
+    /// A variant holding one string or byte string (postcard writes both alike).
+    fn tagged_bytes(&mut self, tag: u8, bytes: impl AsRef<[u8]>) {
         self.0.put_u8(tag);
-        self.bytes(text.as_bytes());
+        self.bytes(bytes.as_ref());
     }
 }
 

@@ -8,6 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::Encoded;
+use crate::varint::{put_varint, VarintSink};
 
 /// The record a write replaced, by digest, and the earliest expiries before and after it (the expiry index moves
 /// from one to the other).
@@ -47,9 +48,19 @@ impl Basis {
         })
     }
 
-    /// The digest as postcard writes it (see `digest_out`), for `cluster::wire`.
-    pub(crate) fn digest_bytes(&self) -> [u8; 16] {
-        self.digest.to_le_bytes()
+    /// Appends what postcard writes for a basis, as [`Basis::read`] reads it, for `cluster::wire`.
+    pub(crate) fn write(&self, out: &mut impl VarintSink) {
+        out.put_u8(16); // the digest's length, as the varint postcard writes for it
+        out.put_slice(&self.digest.to_le_bytes());
+        for expiry in [self.replaced_expiry, self.expiry] {
+            match expiry {
+                Some(at) => {
+                    out.put_u8(1);
+                    put_varint(out, at);
+                }
+                None => out.put_u8(0),
+            }
+        }
     }
 
     /// Whether `held` (a replica's encoding of the key, or `None`) is the record the write replaced. A 128-bit
