@@ -123,7 +123,7 @@ impl Coordinator {
     fn copies_of<'a>(&self, db: u8, keys: impl Iterator<Item = &'a Bytes>) -> CommandResult<Vec<KeyCopy>> {
         let ring = self.membership.ring();
         let me = self.membership.me();
-        let mut copies: Vec<KeyCopy> = Vec::new();
+        let mut copies: Vec<KeyCopy> = Vec::with_capacity(keys.size_hint().0);
         for key in keys {
             if !ring.preference_list(key_slot(key)).contains(&me) {
                 continue;
@@ -173,6 +173,10 @@ fn forward_timeout(peers: &Peers) -> Duration {
 
 /// Splits `commands`, in order, into runs of at most `budget` bytes on the wire; a bigger command runs alone.
 fn chunk_by_size(commands: Vec<Forwarded>, budget: usize) -> Vec<Vec<Forwarded>> {
+    // A pipeline's batch nearly always fits: keep its vector rather than move each command into a new one.
+    if !commands.is_empty() && commands.iter().map(Forwarded::wire_size).sum::<usize>() <= budget {
+        return vec![commands];
+    }
     let mut chunks: Vec<Vec<Forwarded>> = Vec::new();
     let mut room = 0;
     for command in commands {
