@@ -107,7 +107,8 @@ fn set_cpu_policy(policy: CpuPolicy) -> std::io::Result<()> {
 /// Turns transparent huge pages off for the whole process (`server.disable_thp`). mimalloc asks for huge pages on
 /// its arenas, and the first write to each 2 MiB page faults while the kernel zeroes all of it: a stall every client
 /// of the faulting worker waits out while the heap grows. With 4 KiB pages that growth costs microseconds a fault,
-/// but lookups in large maps miss the TLB more; README, Benchmarks, has the measured trade.
+/// but lookups in large maps miss the TLB more; compat/PERFORMANCE.md, "Transparent huge pages", has the measured
+/// trade.
 #[cfg(target_os = "linux")]
 fn disable_transparent_huge_pages() -> std::io::Result<()> {
     // SAFETY: PR_SET_THP_DISABLE takes plain integers and touches no memory of ours.
