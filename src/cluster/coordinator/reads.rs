@@ -122,7 +122,9 @@ impl Coordinator {
                     add_copy(&mut copies, m, answer);
                 }
             }
-            repairer.repair(db, &key, copies).await;
+            if !all_same(&copies) {
+                repairer.repair(db, &key, copies).await;
+            }
         });
     }
 
@@ -159,13 +161,18 @@ impl Coordinator {
             }
             copies.push(found);
         }
-        let members = self.membership.members().len() as MemberIndex;
-        let mut pending: FuturesUnordered<_> = (0..members)
-            .filter(|&m| m != me)
-            .filter_map(|m| {
-                let at: Vec<usize> = (0..keys.len())
-                    .filter(|&i| errors[i].is_none() && copies[i].len() < need && lists[i].contains(&m))
-                    .collect();
+        // Per member, the positions of the keys it is asked for, in one pass over the keys.
+        let mut asks: Vec<Vec<usize>> = vec![Vec::new(); self.membership.members().len()];
+        for (i, list) in lists.iter().enumerate() {
+            if errors[i].is_none() && copies[i].len() < need {
+                for &m in list.iter().filter(|&&m| m != me) {
+                    asks[usize::from(m)].push(i);
+                }
+            }
+        }
+        let mut pending: FuturesUnordered<_> = (0..)
+            .zip(asks)
+            .filter_map(|(m, at): (MemberIndex, Vec<usize>)| {
                 if at.is_empty() {
                     return None;
                 }
@@ -220,8 +227,11 @@ impl Coordinator {
                 while let Some((m, at, answer)) = pending.next().await {
                     add_copies(&mut copies, m, at, answer);
                 }
+                // Most keys need no repair: they are passed over without a future each, which would move the copies.
                 for (key, found) in keys.iter().zip(copies) {
-                    repairer.repair(db, key, found).await;
+                    if !all_same(&found) {
+                        repairer.repair(db, key, found).await;
+                    }
                 }
             });
         }
@@ -295,15 +305,9 @@ struct Repairer {
 }
 
 impl Repairer {
-    /// Sends the merge of all `copies` of `key` to every replica whose copy differs from it.
+    /// Sends the merge of all `copies` of `key` to every replica whose copy differs from it. Callers skip the
+    /// common case first, copies that are [`all_same`].
     async fn repair(&self, db: u8, key: &Bytes, copies: Copies) {
-        // The common case, every replica holding the same record, takes no merge (and no reference counts).
-        let mut held = copies.iter().map(|(_, copy)| copy.as_ref());
-        if let Some(Some(first)) = held.next() {
-            if held.all(|copy| copy.is_some_and(|copy| copy.same(first))) {
-                return;
-            }
-        }
         let Some(mut merged) = merge_copies(&copies) else {
             return;
         };
@@ -333,6 +337,20 @@ impl Repairer {
             }
         }
     }
+}
+
+/// Whether every replica answered with the same record, or all with none, so that none needs repair: the common
+/// case, which takes no merge (and no reference counts).
+fn all_same(copies: &Copies) -> bool {
+    let mut held = copies.iter().map(|(_, copy)| copy.as_ref());
+    let Some(first) = held.next() else {
+        return true;
+    };
+    held.all(|copy| match (first, copy) {
+        (Some(first), Some(copy)) => copy.same(first),
+        (None, None) => true,
+        _ => false,
+    })
 }
 
 /// The merge of the copies that exist; `None` if no replica holds the key. It keeps an encoding only while it is
@@ -380,6 +398,7 @@ mod tests {
         add_copy(&mut copies, 1, encoded(&one));
         let (first, second) = (copies[0].1.as_ref().expect("held"), copies[1].1.as_ref().expect("held"));
         assert!(Arc::ptr_eq(&first.record, &second.record), "decoded once");
+        assert!(all_same(&copies), "no repair");
         let merged = merge_copies(&copies).expect("merged");
         assert_eq!(*merged.record, one);
         assert_eq!(merged.encoded, encoded(&one), "the merge is a copy unchanged");
@@ -397,6 +416,7 @@ mod tests {
         add_copy(&mut copies, 2, None);
         add_copy(&mut copies, 3, Some(Bytes::from_static(b"\xff\xff")));
         assert_eq!(copies.len(), 3, "an undecodable copy is no answer");
+        assert!(!all_same(&copies));
         let merged = merge_copies(&copies).expect("merged");
         let mut expected = a.clone();
         expected.merge(&b);
@@ -409,5 +429,21 @@ mod tests {
             .collect();
         assert_eq!(stale, [0, 1, 2]);
         assert!(merge_copies(&[(0, None)]).is_none());
+    }
+
+    #[test]
+    fn copies_absent_everywhere_need_no_repair_but_one_absent_among_held_does() {
+        let one = record(1, b"v");
+        let mut absent = Copies::new();
+        add_copy(&mut absent, 0, None);
+        add_copy(&mut absent, 1, None);
+        assert!(all_same(&absent));
+        let mut one_missing = absent.clone();
+        add_copy(&mut one_missing, 2, encoded(&one));
+        assert!(!all_same(&one_missing));
+        let mut first_missing = Copies::new();
+        add_copy(&mut first_missing, 2, encoded(&one));
+        add_copy(&mut first_missing, 0, None);
+        assert!(!all_same(&first_missing));
     }
 }
