@@ -89,6 +89,9 @@ impl FsyncMode {
     }
 }
 
+/// The time slices Linux accepts for a thread (`sched_setattr`'s `sched_runtime`, in µs).
+pub const CPU_SLICE_US: std::ops::RangeInclusive<u64> = 100..=100_000;
+
 /// How the kernel schedules the node's threads (Linux's scheduling policies).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -139,6 +142,9 @@ pub struct ServerConfig {
     pub threads: usize,
     /// Scheduling policy of every thread of the node.
     pub cpu_policy: CpuPolicy,
+    /// Longest a thread of the node runs before another runnable one gets the CPU, in µs (Linux 6.12+'s custom
+    /// slice); 0 keeps the kernel's.
+    pub cpu_slice_us: u64,
     /// Turns transparent huge pages off for the process, like Redis's `disable-thp` (which defaults to yes there).
     pub disable_thp: bool,
     /// Log filter, as `RUST_LOG` (error, warn, info, debug, trace).
@@ -162,6 +168,7 @@ impl Default for ServerConfig {
             client_query_buffer_limit: 1024 * 1024 * 1024,
             threads: 0,
             cpu_policy: CpuPolicy::Normal,
+            cpu_slice_us: 0,
             disable_thp: false,
             log_level: "info".to_string(),
             enable_debug_command: false,
@@ -341,6 +348,9 @@ pub struct Cli {
     /// Thread scheduling: normal or batch [server.cpu_policy, default normal].
     #[arg(long, value_enum)]
     pub cpu_policy: Option<CpuPolicy>,
+    /// Time slice of the node's threads in µs, 100 to 100000; 0 = the kernel's [server.cpu_slice_us, default 0].
+    #[arg(long)]
+    pub cpu_slice_us: Option<u64>,
     /// Turn transparent huge pages off for the node: true or false [server.disable_thp, default false].
     #[arg(long)]
     pub disable_thp: Option<bool>,
@@ -440,6 +450,7 @@ impl Config {
         set(&mut s.client_query_buffer_limit, &cli.client_query_buffer_limit);
         set(&mut s.threads, &cli.threads);
         set(&mut s.cpu_policy, &cli.cpu_policy);
+        set(&mut s.cpu_slice_us, &cli.cpu_slice_us);
         set(&mut s.disable_thp, &cli.disable_thp);
         set(&mut s.log_level, &cli.log_level);
         set(&mut s.enable_debug_command, &cli.enable_debug_command);
@@ -484,6 +495,9 @@ impl Config {
         }
         if self.server.client_query_buffer_limit < 1024 * 1024 {
             return invalid("server.client_query_buffer_limit", "must be at least 1 MiB");
+        }
+        if self.server.cpu_slice_us != 0 && !CPU_SLICE_US.contains(&self.server.cpu_slice_us) {
+            return invalid("server.cpu_slice_us", "must be 0 (the kernel's) or 100 to 100000");
         }
         if self.storage.memtable_mb == 0 {
             return invalid("storage.memtable_mb", "must be at least 1");
@@ -599,6 +613,7 @@ mod tests {
             let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("conf/cluster/node{node}.toml"));
             let parsed = Config::from_file(&path).expect("cluster config parses");
             assert_eq!(parsed.server.cpu_policy, CpuPolicy::Batch);
+            assert_eq!(parsed.server.cpu_slice_us, 300);
         }
         let cli = Cli::parse_from(["ringkv", "--cpu-policy", "batch"]);
         assert_eq!(Config::load(&cli).expect("valid").server.cpu_policy, CpuPolicy::Batch);
@@ -613,5 +628,16 @@ mod tests {
         config.server.databases = 0;
         let err = config.validate().expect_err("0 databases");
         assert!(err.to_string().contains("server.databases"));
+        for (slice, valid) in [(0, true), (99, false), (100, true), (100_000, true), (100_001, false)] {
+            let mut config = Config::default();
+            config.server.cpu_slice_us = slice;
+            match config.validate() {
+                Ok(()) => assert!(valid, "{slice} µs accepted"),
+                Err(e) => assert!(
+                    !valid && e.to_string().contains("server.cpu_slice_us"),
+                    "{slice} µs: {e}"
+                ),
+            }
+        }
     }
 }

@@ -35,6 +35,8 @@
 //!   append-only log) and memory engines, key layout, and durability (fsync
 //!   policy with group commit).
 //! - [`identity`]: node id and incarnation kept in the data dir.
+//! - [`sched`]: how the kernel schedules the node's threads (policy, time
+//!   slice).
 //! - [`node`]: state shared by all connections; [`run`] starts a node.
 
 pub mod cache;
@@ -48,6 +50,7 @@ pub mod identity;
 pub mod net;
 pub mod node;
 pub mod replica;
+pub mod sched;
 pub mod server;
 pub mod storage;
 pub(crate) mod varint;

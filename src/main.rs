@@ -4,7 +4,8 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use ringkv::config::{Cli, Config, CpuPolicy};
+use ringkv::config::{Cli, Config};
+use ringkv::sched;
 use tracing_subscriber::EnvFilter;
 
 /// Commands allocate small buffers at a high rate; mimalloc does that in a
@@ -45,9 +46,11 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
-    // A policy the OS refuses costs speed, not correctness: say so and serve.
-    if let Err(e) = set_cpu_policy(config.server.cpu_policy) {
+    // A policy or slice the OS refuses costs speed, not correctness: say so and serve.
+    if let Err(e) = sched::set_policy(config.server.cpu_policy) {
         tracing::warn!("server.cpu_policy not applied, threads keep the default policy: {e}");
+    } else if let Err(e) = sched::set_slice(config.server.cpu_policy, config.server.cpu_slice_us) {
+        tracing::warn!("server.cpu_slice_us not applied, threads keep the kernel's time slice: {e}");
     }
     if config.server.disable_thp {
         if let Err(e) = disable_transparent_huge_pages() {
@@ -72,35 +75,6 @@ fn main() -> ExitCode {
             eprintln!("ringkv: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Sets the calling thread's scheduling policy. Called before any other
-/// thread starts: threads inherit it, so it covers the runtime's workers,
-/// the storage engine's and the fsync thread.
-#[cfg(target_os = "linux")]
-fn set_cpu_policy(policy: CpuPolicy) -> std::io::Result<()> {
-    let policy = match policy {
-        CpuPolicy::Normal => return Ok(()),
-        CpuPolicy::Batch => libc::SCHED_BATCH,
-    };
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: pid 0 is the calling thread; `param` outlives the call.
-    if unsafe { libc::sched_setscheduler(0, policy, &param) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn set_cpu_policy(policy: CpuPolicy) -> std::io::Result<()> {
-    match policy {
-        CpuPolicy::Normal => Ok(()),
-        CpuPolicy::Batch => Err(std::io::Error::new(
-            std::io::ErrorKind::Unsupported,
-            "SCHED_BATCH is Linux's",
-        )),
     }
 }
 
