@@ -23,7 +23,7 @@ pub fn set_policy(policy: CpuPolicy) -> io::Result<()> {
 
 /// Sets the calling thread's time slice, keeping `policy`; 0 leaves the kernel's. A node woken by a message then
 /// waits at most that long for the thread running on its CPU. Linux 6.12+ takes `sched_setattr`'s `sched_runtime`
-/// as a normal or batch thread's slice; older kernels refuse it.
+/// as a normal or batch thread's slice; older kernels ignore it, which this reads back to report.
 #[cfg(target_os = "linux")]
 pub fn set_slice(policy: CpuPolicy, slice_us: u64) -> io::Result<()> {
     if slice_us == 0 {
@@ -40,13 +40,20 @@ pub fn set_slice(policy: CpuPolicy, slice_us: u64) -> io::Result<()> {
     };
     // SAFETY: pid 0 is the calling thread; `attr` is a complete `sched_attr` of the size it states and outlives
     // the call.
-    match unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const linux::SchedAttr, 0) } {
-        0 => Ok(()),
-        _ => Err(io::Error::last_os_error()),
+    if unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const linux::SchedAttr, 0) } != 0 {
+        return Err(io::Error::last_os_error());
     }
+    // Kernels before 6.12 take the call and ignore the slice: read it back to tell.
+    if slice_ns(0)? != attr.runtime_ns {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this kernel keeps its own time slice (Linux 6.12+ takes one per thread)",
+        ));
+    }
+    Ok(())
 }
 
-/// The time slice of thread `tid` in nanoseconds, as the kernel reports it (for tests and diagnostics).
+/// The time slice of thread `tid` (0: the calling thread) in nanoseconds, as the kernel reports it.
 #[cfg(target_os = "linux")]
 pub fn slice_ns(tid: libc::pid_t) -> io::Result<u64> {
     let mut attr = linux::SchedAttr::default();
