@@ -120,6 +120,12 @@ fn config_get_reflects_the_command_line() {
     raw.expect(&["CONFIG", "GET", "port"], Resp::bulks(&["port", &port]));
 }
 
+/// Linux's numbers for the scheduling policies the tests look for.
+#[cfg(target_os = "linux")]
+const SCHED_OTHER: u32 = 0;
+#[cfg(target_os = "linux")]
+const SCHED_BATCH: u32 = 3;
+
 /// The scheduling policy (field 41 of `/proc/PID/task/TID/stat`) of each thread of `pid`; a thread that ended
 /// while they were listed is left out.
 #[cfg(target_os = "linux")]
@@ -143,8 +149,6 @@ fn thread_policies(pid: u32) -> Vec<u32> {
 #[cfg(target_os = "linux")]
 #[test]
 fn cpu_policy_batch_schedules_every_thread_as_batch() {
-    const SCHED_OTHER: u32 = 0;
-    const SCHED_BATCH: u32 = 3;
     let batch = Server::start(&["--cpu-policy", "batch"]);
     batch.raw().expect(&["SET", "k", "v"], Resp::ok());
     let policies = thread_policies(batch.pid());
@@ -178,7 +182,7 @@ fn cpu_slice_sets_every_threads_time_slice() {
     assert!(slices.len() > 1, "{slices:?}");
     assert!(slices.iter().all(|&ns| ns == 300_000), "{slices:?}");
     assert!(
-        thread_policies(short.pid()).iter().all(|&p| p == 3),
+        thread_policies(short.pid()).iter().all(|&p| p == SCHED_BATCH),
         "still SCHED_BATCH"
     );
     let default = Server::start(&[]);

@@ -233,10 +233,10 @@ async fn run_group(node: &Arc<Node>, session: &mut Session, group: &mut Vec<Grou
         .local()
         .prefetch(group.iter().filter_map(|grouped| Some((db, &grouped.argv.get(1)?[..]))));
     let mut forks: Vec<Session> = group.iter().map(|_| session.fork()).collect();
-    // What runs here, by position; the forwards leave a `None`.
-    let mut local: Vec<Option<Prepared>> = Vec::with_capacity(group.len());
-    // Per coordinator: the positions of its commands in the group, and the commands.
     let n = group.len();
+    // What runs here, by position; the forwards leave a `None`.
+    let mut local: Vec<Option<Prepared>> = Vec::with_capacity(n);
+    // Per coordinator: the positions of its commands in the group, and the commands.
     let mut batches: Vec<(MemberIndex, Vec<usize>, Vec<Forwarded>)> = Vec::with_capacity(2);
     for (i, (fork, Grouped { index, argv, .. })) in forks.iter_mut().zip(group.drain(..)).enumerate() {
         match commands::prepare_found(node, fork, index, argv) {
