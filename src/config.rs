@@ -190,7 +190,7 @@ pub struct StorageConfig {
     pub cache_mb: u64,
     /// Decoded hot records kept in front of the disk engine, in MiB; 0 disables.
     pub record_cache_mb: u64,
-    /// Size of the disk engine's in-memory write buffer before it is flushed, in MiB.
+    /// MiB of journal after which the disk engine seals its write buffer and ingests it into fjall.
     pub memtable_mb: u64,
     /// How often the active expiry sweep runs, in milliseconds.
     pub expiry_sweep_ms: u64,

@@ -1,106 +1,385 @@
-//! The default engine: fjall, an LSM tree with a write-ahead journal.
+//! The default engine: a write buffer in RAM with a journal in front, over
+//! fjall, an LSM tree, that takes the buffer in sorted batches.
 //!
-//! Batches stay in fjall's journal buffer until `flush` hands them to the OS,
-//! which the connection does once per batch of commands, before replying: an
-//! acknowledged write survives `kill -9`, and many clients' writes share one
-//! `write(2)`. The fsync policy on top lives in `durability.rs`.
+//! fjall's own write path inserts every write into a skiplist memtable, a walk
+//! of cache misses that was a third of a replica's CPU per SET (and with its
+//! journal and flushes, half: a node that skipped it ran SET at twice the
+//! rate). Here a write goes to the log engine's hash maps (`memory.rs`) and to
+//! a journal of our own (`journal.rs`); once the journal since the last cut
+//! passes `memtable_mb`, a background thread cuts it, seals the maps, and
+//! ingests them into fjall as one sorted run (fjall's bulk load, which writes
+//! tables without a memtable), then deletes the journal up to the cut.
+//!
+//! Reads look in the active maps, then the sealed ones, then fjall. A delete
+//! is kept in the maps as a marker, so it hides what fjall still holds, and
+//! reaches fjall as a tombstone. Scans merge the maps (a record map at a time)
+//! with fjall's range.
+//!
+//! Journal files: `<store>/writes/N.log` (fjall ignores the folder). A restart
+//! replays the logs not yet ingested into the maps, including a FLUSHALL,
+//! which clears fjall again. Every write reaches the OS before it is
+//! acknowledged (`flush`, once per batch of replies); the fsync policy on top
+//! lives in `durability.rs`.
 
-use std::fs::File;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use parking_lot::{Mutex, RwLock};
 
-use super::{BatchOp, Engine, Space, StorageError, Value, Visitor, KEY_PREFIX_LEN};
+use super::journal::{self, numbered_files, Journal, PENDING_MAX};
+use super::log_frame::{Change, FrameBuilder};
+use super::{BatchOp, Engine, MemoryEngine, Space, StorageError, Value, Visitor, KEY_PREFIX_LEN};
 
 /// fjall's own key size limit.
 const FJALL_MAX_KEY: usize = 65_536;
 
 /// Writes between two looks at fjall's backlog: a look takes a snapshot of each keyspace's tree, which costs about
-/// as much as a small write, and the backlog changes only as memtables fill.
+/// as much as a small write, and the backlog changes only as tables pile up.
 const BACKLOG_EVERY: u32 = 64;
 
-/// fjall database with one keyspace per [`Space`].
+/// The journal's folder inside fjall's.
+const JOURNAL_DIR: &str = "writes";
+
+/// A delete, as the maps hold it: a value no put of that space has (records are never empty, expiry entries
+/// always are).
+fn deleted_marker(space: Space) -> &'static [u8] {
+    match space {
+        Space::Records => b"",
+        Space::Expiry => b"\0",
+    }
+}
+
+fn is_deleted(space: Space, value: &[u8]) -> bool {
+    value == deleted_marker(space)
+}
+
+/// The write buffer over fjall.
 pub struct DiskEngine {
-    /// The database folder, where fjall keeps its journals (`*.jnl`).
-    path: PathBuf,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     db: Database,
     records: Keyspace,
     expiry: Keyspace,
-    /// Writes since the backlog was last looked at, and what that look found.
+    journal: Journal,
+    journal_dir: PathBuf,
+    buffers: RwLock<Buffers>,
+    /// Journal bytes since the last cut, counted as writers add them.
+    unsealed: AtomicU64,
+    /// Journal bytes after which the maps are sealed and ingested.
+    seal_bytes: u64,
+    /// Set while an ingestion thread runs.
+    ingesting: AtomicBool,
+    /// Held while sealed maps are ingested, and by FLUSHALL, which must not race one.
+    ingest_lock: Mutex<()>,
+    /// Writes since fjall's backlog was last looked at, and what that look found.
     since_look: AtomicU32,
     backlogged: AtomicBool,
 }
 
+/// The maps taking writes, and the ones being ingested with the number of the first log after theirs.
+struct Buffers {
+    active: Arc<MemoryEngine>,
+    sealed: Option<(Arc<MemoryEngine>, u64)>,
+}
+
 impl DiskEngine {
     /// Opens (or creates) the database in `path` with a block cache of
-    /// `cache_mb` MiB and memtables of `memtable_mb` MiB.
+    /// `cache_mb` MiB and a write buffer sealed every `memtable_mb` MiB of journal.
     pub fn open(path: &Path, cache_mb: u64, memtable_mb: u64) -> Result<DiskEngine, StorageError> {
         let db = Database::builder(path)
             .cache_size(cache_mb * 1024 * 1024)
             .manual_journal_persist(true)
             .open()?;
-        let options = || {
-            KeyspaceCreateOptions::default()
-                .manual_journal_persist(true)
-                .max_memtable_size(memtable_mb * 1024 * 1024)
-        };
+        let options = || KeyspaceCreateOptions::default().manual_journal_persist(true);
         let records = db.keyspace("records", options)?;
         let expiry = db.keyspace("expiry", options)?;
+        let journal_dir = path.join(JOURNAL_DIR);
+        std::fs::create_dir_all(&journal_dir)?;
+        let mut logs: Vec<u64> = numbered_files(&journal_dir)?
+            .into_iter()
+            .filter_map(|(_, number, ext)| number.filter(|_| ext == "log"))
+            .collect();
+        logs.sort_unstable();
+        let active = MemoryEngine::default();
+        let mut cleared = Ok(());
+        let journal = Journal::open(&journal_dir, &logs, 1, &mut |change| match change {
+            Change::Put(space, key, value) => active.put(space, key, value),
+            Change::Delete(space, key) => active.put(space, key, deleted_marker(space)),
+            Change::Clear => {
+                let _ = active.clear();
+                // fjall forgot everything before this FLUSHALL when it ran; in case its own journal lost that.
+                if cleared.is_ok() {
+                    cleared = records.clear().and_then(|()| expiry.clear());
+                }
+            }
+        })?;
+        cleared?;
+        let unsealed = journal.since_rotation();
         Ok(DiskEngine {
-            path: path.to_owned(),
-            db,
-            records,
-            expiry,
-            since_look: AtomicU32::new(0),
-            backlogged: AtomicBool::new(false),
+            shared: Arc::new(Shared {
+                db,
+                records,
+                expiry,
+                journal,
+                journal_dir,
+                buffers: RwLock::new(Buffers {
+                    active: Arc::new(active),
+                    sealed: None,
+                }),
+                unsealed: AtomicU64::new(unsealed),
+                seal_bytes: memtable_mb * 1024 * 1024,
+                ingesting: AtomicBool::new(false),
+                ingest_lock: Mutex::new(()),
+                since_look: AtomicU32::new(0),
+                backlogged: AtomicBool::new(false),
+            }),
         })
     }
 
-    fn space(&self, space: Space) -> &Keyspace {
+    /// Seals and ingests now, on this thread; for tests.
+    #[cfg(test)]
+    fn ingest_now(&self) -> Result<(), StorageError> {
+        self.shared.seal_and_ingest()
+    }
+}
+
+impl Shared {
+    fn keyspace(&self, space: Space) -> &Keyspace {
         match space {
             Space::Records => &self.records,
             Space::Expiry => &self.expiry,
         }
     }
+
+    /// Calls `read` with the buffer's newest change to record `key` (`None` for a delete) and returns true, or
+    /// returns false if the buffer holds none.
+    fn read_buffered(&self, key: &[u8], read: &mut dyn FnMut(Option<&[u8]>)) -> bool {
+        let buffers = self.buffers.read();
+        let sealed = buffers.sealed.as_ref().map(|(maps, _)| maps);
+        for maps in std::iter::once(&buffers.active).chain(sealed) {
+            let mut held = false;
+            let _ = maps.read_with(key, &mut |value| {
+                if let Some(value) = value {
+                    held = true;
+                    read((!is_deleted(Space::Records, value)).then_some(value));
+                }
+            });
+            if held {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The buffer's entries of group `index` of `space` from `from` on, sorted, the active maps' over the sealed
+    /// ones', copied out so no lock is held while a scan's visitor runs.
+    fn buffered_group(&self, space: Space, index: usize, from: Option<&[u8]>) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let buffers = self.buffers.read();
+        let sealed = buffers.sealed.as_ref().map(|(maps, _)| maps);
+        let mut merged = std::collections::BTreeMap::new();
+        for maps in sealed.into_iter().chain(std::iter::once(&buffers.active)) {
+            let _ = maps.scan_group(space, index, from, &mut |key, value| {
+                merged.insert(key.to_vec(), value.to_vec());
+                ControlFlow::Continue(())
+            });
+        }
+        merged.into_iter().collect()
+    }
+
+    /// Cuts the journal and seals the active maps (unless maps sealed before are still to be ingested), ingests
+    /// the sealed maps into fjall, then deletes the logs they came from.
+    fn seal_and_ingest(&self) -> Result<(), StorageError> {
+        let _ingest = self.ingest_lock.lock();
+        let pending = self.buffers.read().sealed.clone();
+        let (maps, next_log) = match pending {
+            Some(sealed) => sealed,
+            None => {
+                let fresh = Arc::new(MemoryEngine::default());
+                let mut sealed = fresh.clone();
+                let next_log = self.journal.rotate(|next_log| {
+                    let mut buffers = self.buffers.write();
+                    sealed = std::mem::replace(&mut buffers.active, fresh);
+                    buffers.sealed = Some((sealed.clone(), next_log));
+                    self.unsealed.store(0, Ordering::Relaxed);
+                })?;
+                (sealed, next_log)
+            }
+        };
+        for space in [Space::Records, Space::Expiry] {
+            ingest(self.keyspace(space), &maps, space)?;
+        }
+        journal::remove_before(&self.journal_dir, next_log)?;
+        self.buffers.write().sealed = None;
+        tracing::debug!("write buffer ingested into fjall; journal cut at log {next_log}");
+        Ok(())
+    }
+}
+
+/// Writes every entry of `space` in `maps` into `keyspace` as one sorted run, deletes as tombstones.
+fn ingest(keyspace: &Keyspace, maps: &MemoryEngine, space: Space) -> Result<(), StorageError> {
+    let mut ingestion = None;
+    let mut failed = None;
+    let _ = maps.scan(space, &[], &mut |key, value| {
+        let ingestion = match &mut ingestion {
+            Some(ingestion) => ingestion,
+            None => match keyspace.start_ingestion() {
+                Ok(started) => ingestion.insert(started),
+                Err(e) => {
+                    failed = Some(e);
+                    return ControlFlow::Break(());
+                }
+            },
+        };
+        let written = if is_deleted(space, value) {
+            ingestion.write_tombstone(key)
+        } else {
+            ingestion.write(key, value)
+        };
+        match written {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
+                failed = Some(e);
+                ControlFlow::Break(())
+            }
+        }
+    });
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    if let Some(ingestion) = ingestion {
+        ingestion.finish()?;
+    }
+    Ok(())
 }
 
 impl Engine for DiskEngine {
     fn get(&self, key: &[u8]) -> Result<Option<Value>, StorageError> {
-        Ok(self.records.get(key)?.map(Value::Slice))
+        let mut found = None;
+        if self.shared.read_buffered(key, &mut |value| {
+            found = value.map(|v| Value::Bytes(bytes::Bytes::copy_from_slice(v)))
+        }) {
+            return Ok(found);
+        }
+        Ok(self.shared.records.get(key)?.map(Value::Slice))
+    }
+
+    fn read_with(&self, key: &[u8], read: &mut dyn FnMut(Option<&[u8]>)) -> Result<(), StorageError> {
+        if !self.shared.read_buffered(key, read) {
+            read(self.shared.records.get(key)?.as_deref());
+        }
+        Ok(())
     }
 
     fn apply(&self, ops: &[BatchOp]) -> Result<(), StorageError> {
-        match ops {
-            // A lone write (most SETs) skips the batch's bookkeeping; it is just as atomic.
-            [BatchOp::Put(space, key, value)] => self.space(*space).insert(&key[..], &value[..])?,
-            [BatchOp::Delete(space, key)] => self.space(*space).remove(&key[..])?,
-            _ => {
-                let mut batch = self.db.batch();
-                for op in ops {
-                    match op {
-                        BatchOp::Put(space, key, value) => batch.insert(self.space(*space), &key[..], &value[..]),
-                        BatchOp::Delete(space, key) => batch.remove(self.space(*space), &key[..]),
-                    }
+        for op in ops {
+            if let BatchOp::Put(space, _, value) = op {
+                if is_deleted(*space, value) || (*space == Space::Expiry && !value.is_empty()) {
+                    return Err(StorageError::InvalidValue);
                 }
-                batch.commit()?;
             }
+        }
+        let full = {
+            // The journal's lock first: a cut takes it, then the buffers'.
+            let mut pending = self.shared.journal.pending();
+            let before = pending.len();
+            let mut frame = FrameBuilder::new(&mut pending);
+            frame.batch(ops);
+            frame.finish();
+            let added = (pending.len() - before) as u64;
+            let buffers = self.shared.buffers.read();
+            for op in ops {
+                match op {
+                    BatchOp::Put(space, key, value) => buffers.active.put(*space, key, value),
+                    BatchOp::Delete(space, key) => buffers.active.put(*space, key, deleted_marker(*space)),
+                }
+            }
+            self.shared.unsealed.fetch_add(added, Ordering::Relaxed);
+            pending.len() >= PENDING_MAX
+        };
+        if full {
+            self.flush()?;
+        }
+        if self.shared.unsealed.load(Ordering::Relaxed) >= 2 * self.shared.seal_bytes
+            && self.shared.buffers.read().sealed.is_some()
+        {
+            // Ingestion is behind by a whole buffer: wait for it (callers moved off the async worker when
+            // `backpressure` said so).
+            drop(self.shared.ingest_lock.lock());
         }
         Ok(())
     }
 
     fn scan(&self, space: Space, from: &[u8], visit: &mut Visitor<'_>) -> Result<(), StorageError> {
-        for guard in self.space(space).range(from..) {
-            let (key, value) = guard.into_inner()?;
-            if visit(&key, &value).is_break() {
-                break;
+        let mut stored = self
+            .shared
+            .keyspace(space)
+            .range(from..)
+            .map(|guard| guard.into_inner())
+            .peekable();
+        // Visits fjall's entries before `until` (all if `None`), skipping one equal to it; false once `visit` broke.
+        let mut visit_stored = |until: Option<&[u8]>, visit: &mut Visitor<'_>| -> Result<bool, StorageError> {
+            loop {
+                if let Some(Ok((key, _))) = stored.peek() {
+                    match until.map(|until| key[..].cmp(until)) {
+                        Some(std::cmp::Ordering::Greater) => return Ok(true),
+                        Some(std::cmp::Ordering::Equal) => {
+                            stored.next();
+                            return Ok(true);
+                        }
+                        _ => {}
+                    }
+                }
+                match stored.next() {
+                    Some(Ok((key, value))) => {
+                        if visit(&key, &value).is_break() {
+                            return Ok(false);
+                        }
+                    }
+                    Some(Err(e)) => return Err(e.into()),
+                    None => return Ok(true),
+                }
+            }
+        };
+        let first = MemoryEngine::group_of(space, from);
+        for index in first..MemoryEngine::group_count(space) {
+            let from = (index == first).then_some(from);
+            for (key, value) in self.shared.buffered_group(space, index, from) {
+                if !visit_stored(Some(&key), visit)? {
+                    return Ok(());
+                }
+                if !is_deleted(space, &value) && visit(&key, &value).is_break() {
+                    return Ok(());
+                }
             }
         }
+        visit_stored(None, visit)?;
         Ok(())
     }
 
     fn flush(&self) -> Result<(), StorageError> {
-        self.db.persist(PersistMode::Buffer)?;
+        let _log = self.shared.journal.write_pending()?;
+        if self.shared.unsealed.load(Ordering::Relaxed) >= self.shared.seal_bytes
+            && !self.shared.ingesting.swap(true, Ordering::AcqRel)
+        {
+            let shared = self.shared.clone();
+            let spawned = std::thread::Builder::new().name("ringkv-ingest".into()).spawn(move || {
+                if let Err(e) = shared.seal_and_ingest() {
+                    tracing::error!(
+                        "ingesting the write buffer into fjall failed (its journal is kept; retrying later): {e}"
+                    );
+                }
+                shared.ingesting.store(false, Ordering::Release);
+            });
+            if let Err(e) = spawned {
+                tracing::error!("cannot start ingesting the write buffer: {e}");
+                self.shared.ingesting.store(false, Ordering::Release);
+            }
+        }
         Ok(())
     }
 
@@ -109,55 +388,239 @@ impl Engine for DiskEngine {
     }
 
     fn sync(&self) -> Result<(), StorageError> {
-        // fjall fsyncs while holding its journal lock, which would stall every
-        // writer for the length of the fsync. Instead: hand the buffer to the
-        // OS under the lock, then fsync the journal through a descriptor of
-        // our own (fsync is per file, not per descriptor). Journals fjall
-        // sealed were fsynced by fjall when it rotated them.
-        self.db.persist(PersistMode::Buffer)?;
-        let mut synced = false;
-        for entry in std::fs::read_dir(&self.path)? {
-            let path = entry?.path();
-            if path.extension().is_some_and(|ext| ext == "jnl") {
-                File::open(&path)?.sync_data()?;
-                synced = true;
-            }
-        }
-        if !synced {
-            // A layout we do not know: let fjall do it.
-            self.db.persist(PersistMode::SyncData)?;
-        }
-        Ok(())
+        self.shared.journal.sync()
     }
 
     fn clear(&self) -> Result<(), StorageError> {
-        self.records.clear()?;
-        self.expiry.clear()?;
+        let _ingest = self.shared.ingest_lock.lock();
+        {
+            let mut pending = self.shared.journal.pending();
+            let mut frame = FrameBuilder::new(&mut pending);
+            frame.clear();
+            frame.finish();
+            let mut buffers = self.shared.buffers.write();
+            buffers.active.clear()?;
+            buffers.sealed = None;
+        }
+        // In the journal before fjall forgets: a crash after either replays the FLUSHALL.
+        drop(self.shared.journal.write_pending()?);
+        self.shared.records.clear()?;
+        self.shared.expiry.clear()?;
+        self.shared.db.persist(PersistMode::SyncData)?;
         Ok(())
     }
 
     fn backpressure(&self) -> bool {
-        if !self
+        let shared = &self.shared;
+        if shared.unsealed.load(Ordering::Relaxed) >= shared.seal_bytes && shared.buffers.read().sealed.is_some() {
+            return true;
+        }
+        if !shared
             .since_look
             .fetch_add(1, Ordering::Relaxed)
             .is_multiple_of(BACKLOG_EVERY)
         {
-            return self.backlogged.load(Ordering::Relaxed);
+            return shared.backlogged.load(Ordering::Relaxed);
         }
-        // fjall sleeps writers at 20+ L0 runs or 4+ sealed memtables; warn early.
-        let backlogged = [&self.records, &self.expiry]
+        // fjall stalls ingestion at 20+ L0 runs; warn early.
+        let backlogged = [&shared.records, &shared.expiry]
             .iter()
-            .any(|ks| ks.sealed_memtable_count() >= 2 || ks.l0_table_count() >= 16);
-        self.backlogged.store(backlogged, Ordering::Relaxed);
+            .any(|ks| ks.l0_table_count() >= 16);
+        shared.backlogged.store(backlogged, Ordering::Relaxed);
         backlogged
     }
 
     fn disk_bytes(&self) -> u64 {
-        self.db.disk_space().unwrap_or(0)
+        self.shared.db.disk_space().unwrap_or(0) + self.shared.journal.since_rotation()
     }
 
     fn max_key_len(&self) -> usize {
         // The expiry index prefixes 8 more bytes to the storage key.
         FJALL_MAX_KEY - KEY_PREFIX_LEN - 8
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{storage_key, StorageKey};
+    use bytes::Bytes;
+
+    fn put(engine: &DiskEngine, key: &[u8], value: &[u8]) {
+        let op = BatchOp::Put(
+            Space::Records,
+            StorageKey::from_slice(key),
+            Bytes::copy_from_slice(value),
+        );
+        engine.apply(&[op]).expect("put");
+    }
+
+    fn delete(engine: &DiskEngine, key: &[u8]) {
+        let op = BatchOp::Delete(Space::Records, StorageKey::from_slice(key));
+        engine.apply(&[op]).expect("delete");
+    }
+
+    fn scan(engine: &DiskEngine, space: Space, from: &[u8], limit: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut seen = Vec::new();
+        engine
+            .scan(space, from, &mut |k, v| {
+                seen.push((k.to_vec(), v.to_vec()));
+                if seen.len() == limit {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .expect("scan");
+        seen
+    }
+
+    fn get(engine: &DiskEngine, key: &[u8]) -> Option<Vec<u8>> {
+        let got = engine.get(key).expect("get").map(|v| v.to_vec());
+        let mut lent = None;
+        engine
+            .read_with(key, &mut |v| lent = Some(v.map(<[u8]>::to_vec)))
+            .expect("read_with");
+        assert_eq!(lent, Some(got.clone()), "get and read_with agree on {key:?}");
+        got
+    }
+
+    fn logs(engine: &DiskEngine) -> Vec<u64> {
+        let mut logs: Vec<u64> = numbered_files(&engine.shared.journal_dir)
+            .expect("list")
+            .into_iter()
+            .filter_map(|(_, n, ext)| n.filter(|_| ext == "log"))
+            .collect();
+        logs.sort_unstable();
+        logs
+    }
+
+    /// Keys 0..n of slots spread over the record maps, each valued by `round`.
+    fn keys(n: u16) -> Vec<StorageKey> {
+        (0..n)
+            .map(|i| storage_key(i * 97 % 16384, 0, &i.to_be_bytes()))
+            .collect()
+    }
+
+    #[test]
+    fn buffered_changes_hide_ingested_ones_in_reads_and_scans_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keys = keys(300);
+        let expected = {
+            let engine = DiskEngine::open(dir.path(), 8, 8).expect("open");
+            for key in &keys {
+                put(&engine, key, b"old");
+            }
+            engine.ingest_now().expect("ingest");
+            assert_eq!(logs(&engine), vec![2], "the ingested logs are deleted");
+            // Now in the buffer over fjall: overwritten, deleted, and new keys beside untouched ones.
+            for key in keys.iter().step_by(3) {
+                put(&engine, key, b"new");
+            }
+            for key in keys.iter().skip(1).step_by(3) {
+                delete(&engine, key);
+            }
+            put(&engine, &storage_key(16383, 0, b"last"), b"added");
+            delete(&engine, &storage_key(5, 0, b"never there"));
+            engine.flush().expect("flush");
+            assert_eq!(get(&engine, &keys[0]).as_deref(), Some(&b"new"[..]));
+            assert_eq!(get(&engine, &keys[1]), None);
+            assert_eq!(get(&engine, &keys[2]).as_deref(), Some(&b"old"[..]));
+            let all = scan(&engine, Space::Records, &[], usize::MAX);
+            assert_eq!(all.len(), 200 + 1);
+            assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "in key order");
+            // Resumed from the middle, and stopped early.
+            let from = &all[77].0;
+            assert_eq!(scan(&engine, Space::Records, from, 10), all[77..87].to_vec());
+            all
+        };
+        let engine = DiskEngine::open(dir.path(), 8, 8).expect("reopen");
+        assert_eq!(scan(&engine, Space::Records, &[], usize::MAX), expected);
+        engine.ingest_now().expect("ingest again");
+        assert_eq!(scan(&engine, Space::Records, &[], usize::MAX), expected);
+        assert_eq!(
+            get(&engine, &keys[1]),
+            None,
+            "a tombstone in fjall hides the older value"
+        );
+    }
+
+    #[test]
+    fn a_value_ingested_after_a_reopen_is_newer_than_one_ingested_before() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = storage_key(42, 0, b"k");
+        for value in [&b"1"[..], b"2", b"3"] {
+            let engine = DiskEngine::open(dir.path(), 8, 8).expect("open");
+            put(&engine, &key, value);
+            engine.ingest_now().expect("ingest");
+            assert_eq!(get(&engine, &key).as_deref(), Some(value));
+        }
+        let engine = DiskEngine::open(dir.path(), 8, 8).expect("open");
+        assert_eq!(get(&engine, &key).as_deref(), Some(&b"3"[..]));
+    }
+
+    #[test]
+    fn a_flushall_forgets_buffered_and_ingested_records_and_expiry_entries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (storage_key(1, 0, b"a"), storage_key(2, 0, b"b"));
+        {
+            let engine = DiskEngine::open(dir.path(), 8, 8).expect("open");
+            put(&engine, &a, b"ingested");
+            let expiry = BatchOp::Put(
+                Space::Expiry,
+                StorageKey::from_slice(b"\0\0\0\0\0\0\0\x01a"),
+                Bytes::new(),
+            );
+            engine.apply(&[expiry]).expect("expiry");
+            engine.ingest_now().expect("ingest");
+            put(&engine, &b, b"buffered");
+            engine.clear().expect("clear");
+            assert!(scan(&engine, Space::Records, &[], usize::MAX).is_empty());
+            assert!(scan(&engine, Space::Expiry, &[], usize::MAX).is_empty());
+            put(&engine, &b, b"after");
+            engine.flush().expect("flush");
+        }
+        let engine = DiskEngine::open(dir.path(), 8, 8).expect("reopen");
+        assert_eq!(
+            scan(&engine, Space::Records, &[], usize::MAX),
+            vec![(b.to_vec(), b"after".to_vec())]
+        );
+        assert!(scan(&engine, Space::Expiry, &[], usize::MAX).is_empty());
+    }
+
+    #[test]
+    fn a_flush_past_the_buffer_size_ingests_in_the_background() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = DiskEngine::open(dir.path(), 8, 1).expect("open");
+        let keys = keys(2000);
+        for key in &keys {
+            put(&engine, key, &[7; 600]);
+        }
+        engine.flush().expect("flush");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while engine.shared.ingesting.load(Ordering::Acquire) || logs(&engine) != vec![2] {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no ingestion: logs {:?}",
+                logs(&engine)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(engine.shared.buffers.read().sealed.is_none());
+        assert_eq!(engine.shared.records.len().expect("count"), keys.len(), "all in fjall");
+        assert_eq!(scan(&engine, Space::Records, &[], usize::MAX).len(), keys.len());
+    }
+
+    #[test]
+    fn puts_of_values_a_space_never_holds_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = DiskEngine::open(dir.path(), 8, 8).expect("open");
+        for op in [
+            BatchOp::Put(Space::Records, StorageKey::from_slice(b"k"), Bytes::new()),
+            BatchOp::Put(Space::Expiry, StorageKey::from_slice(b"k"), Bytes::from_static(b"v")),
+        ] {
+            assert!(matches!(engine.apply(&[op]), Err(StorageError::InvalidValue)));
+        }
+        assert!(scan(&engine, Space::Records, &[], usize::MAX).is_empty());
     }
 }

@@ -13,14 +13,13 @@
 //! The change order in the log is the order changes reach the maps (both
 //! happen under one lock), so FLUSHALL racing a write replays as it ran.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
-
+use super::journal::{self, file_path, numbered_files, remove_before, sync_dir, Journal, PENDING_MAX};
 use super::log_frame::{self, Change, FrameBuilder};
 use super::memory::Entry;
 use super::{BatchOp, Engine, MemoryEngine, Space, StorageError, StorageKey, Value, Visitor};
@@ -28,10 +27,6 @@ use super::{BatchOp, Engine, MemoryEngine, Space, StorageError, StorageKey, Valu
 /// Logs since the snapshot are rewritten once they pass this many bytes and
 /// the snapshot's size (Redis: auto-aof-rewrite-min-size 64mb, percentage 100).
 pub const REWRITE_MIN_BYTES: u64 = 64 * 1024 * 1024;
-
-/// Pending frames are written at once from this size on, even if nobody
-/// asks (a replica that is only told changes, under `fsync = "no"`).
-const PENDING_MAX: usize = 4 << 20;
 
 /// A snapshot frame is closed at about this size.
 const SNAPSHOT_FRAME: usize = 1 << 20;
@@ -44,28 +39,16 @@ pub struct LogEngine {
 struct Shared {
     ram: MemoryEngine,
     dir: PathBuf,
-    /// Frames applied to the maps and not yet handed to the OS.
-    pending: Mutex<Vec<u8>>,
-    /// The file being appended to; its lock also orders the writes.
-    log: Mutex<ActiveLog>,
+    /// The logs since the snapshot; a rewrite rotates it.
+    journal: Journal,
+    /// The snapshot's size.
+    snapshot: AtomicU64,
     /// Set while a rewrite thread runs; it clears this only after letting go
     /// of the engine (so the data dir's lock is free once this is false).
     rewriting: Arc<AtomicBool>,
     rewrite_min: u64,
     /// Held (locked) while the engine is open: one process per data dir.
     _lock: File,
-}
-
-struct ActiveLog {
-    file: Arc<File>,
-    number: u64,
-    /// Length of the file's intact frames.
-    len: u64,
-    /// Bytes in logs since the snapshot, and the snapshot's size.
-    since_snapshot: u64,
-    snapshot: u64,
-    /// Frames taken from `pending` whose write has not succeeded yet.
-    unwritten: Vec<u8>,
 }
 
 impl LogEngine {
@@ -92,46 +75,14 @@ impl LogEngine {
             }
             snapshot = end.valid_len;
         }
-        let mut since_snapshot = 0;
-        let mut active = None;
-        for (i, &number) in files.logs.iter().enumerate() {
-            let path = file_path(dir, number, "log");
-            let end = log_frame::replay(&path, &mut |change| load(&ram, change))?;
-            let last = i + 1 == files.logs.len();
-            if end.torn && !last {
-                tracing::error!("log {} is damaged at byte {}", path.display(), end.valid_len);
-                return Err(StorageError::Corrupt);
-            }
-            if end.torn {
-                tracing::warn!(
-                    "log {} ends in a torn write (the process or machine died during it): cut at byte {}",
-                    path.display(),
-                    end.valid_len
-                );
-            }
-            since_snapshot += end.valid_len;
-            active = Some((number, end.valid_len));
-        }
-        let (number, len) = active.unwrap_or((files.snapshot.unwrap_or(1), 0));
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(file_path(dir, number, "log"))?;
-        file.set_len(len)?;
-        sync_dir(dir)?;
+        let fresh = files.snapshot.unwrap_or(1);
+        let journal = Journal::open(dir, &files.logs, fresh, &mut |change| load(&ram, change))?;
         Ok(LogEngine {
             shared: Arc::new(Shared {
                 ram,
                 dir: dir.to_owned(),
-                pending: Mutex::new(Vec::new()),
-                log: Mutex::new(ActiveLog {
-                    file: Arc::new(file),
-                    number,
-                    len,
-                    since_snapshot,
-                    snapshot,
-                    unwritten: Vec::new(),
-                }),
+                journal,
+                snapshot: AtomicU64::new(snapshot),
                 rewriting: Arc::new(AtomicBool::new(false)),
                 rewrite_min,
                 _lock: lock,
@@ -190,97 +141,21 @@ impl Files {
     }
 }
 
-/// Each file of `dir` with the number its name starts with, and its extension.
-fn numbered_files(dir: &Path) -> Result<Vec<(PathBuf, Option<u64>, String)>, StorageError> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        let (Some(stem), Some(ext)) = (path.file_stem(), path.extension()) else {
-            continue;
-        };
-        let number = stem.to_str().and_then(|s| s.parse::<u64>().ok());
-        let ext = ext.to_string_lossy().into_owned();
-        files.push((path, number, ext));
-    }
-    Ok(files)
-}
-
-/// Deletes the snapshots and logs numbered below `first`.
-fn remove_before(dir: &Path, first: u64) -> Result<(), StorageError> {
-    for (path, number, ext) in numbered_files(dir)? {
-        if number.is_some_and(|n| n < first) && (ext == "snap" || ext == "log") {
-            std::fs::remove_file(&path)?;
-        }
-    }
-    Ok(())
-}
-
-fn file_path(dir: &Path, number: u64, ext: &str) -> PathBuf {
-    dir.join(format!("{number:020}.{ext}"))
-}
-
-/// Makes a directory's entries (created, renamed files) durable.
-fn sync_dir(dir: &Path) -> Result<(), StorageError> {
-    File::open(dir)?.sync_all()?;
-    Ok(())
-}
-
 impl Shared {
-    /// Writes pending frames to the active log, under its lock.
-    fn write_pending(&self, log: &mut ActiveLog) -> Result<(), StorageError> {
-        {
-            let mut pending = self.pending.lock();
-            if pending.is_empty() && log.unwritten.is_empty() {
-                return Ok(());
-            }
-            if log.unwritten.is_empty() {
-                std::mem::swap(&mut *pending, &mut log.unwritten);
-            } else {
-                log.unwritten.append(&mut pending);
-            }
-        }
-        if let Err(e) = (&*log.file).write_all(&log.unwritten) {
-            // Cut any part that made it, so the frames can be written again whole.
-            let _ = log.file.set_len(log.len);
-            return Err(e.into());
-        }
-        let written = log.unwritten.len() as u64;
-        log.len += written;
-        log.since_snapshot += written;
-        log.unwritten.clear();
-        // A huge batch (a big MSET) must not pin its size in this buffer.
-        log.unwritten.shrink_to(PENDING_MAX);
-        Ok(())
-    }
-
-    fn rewrite_due(&self, log: &ActiveLog) -> bool {
-        log.since_snapshot >= self.rewrite_min && log.since_snapshot >= log.snapshot
+    fn rewrite_due(&self, log: &journal::ActiveLog) -> bool {
+        log.since_rotation >= self.rewrite_min && log.since_rotation >= self.snapshot.load(Ordering::Relaxed)
     }
 
     /// Starts log `N+1`, snapshots the maps as `N+1.snap`, then deletes the
     /// files before it.
     fn rewrite(&self) -> Result<(), StorageError> {
-        let number = {
-            let mut log = self.log.lock();
-            self.write_pending(&mut log)?;
-            // Log N must be durable before the snapshot that replaces it is.
-            log.file.sync_data()?;
-            let number = log.number + 1;
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(file_path(&self.dir, number, "log"))?;
-            sync_dir(&self.dir)?;
-            log.file = Arc::new(file);
-            (log.number, log.len) = (number, 0);
-            log.since_snapshot = 0;
-            number
-        };
+        // Changes after the cut are in log N+1 and, maybe, in the snapshot too: replaying them over it ends the same.
+        let number = self.journal.rotate(|_| {})?;
         let tmp = file_path(&self.dir, number, "snap.tmp");
         let size = self.write_snapshot(&tmp)?;
         std::fs::rename(&tmp, file_path(&self.dir, number, "snap"))?;
         sync_dir(&self.dir)?;
-        self.log.lock().snapshot = size;
+        self.snapshot.store(size, Ordering::Relaxed);
         remove_before(&self.dir, number)?;
         tracing::info!("log rewritten: snapshot {number} holds {size} bytes");
         Ok(())
@@ -343,7 +218,7 @@ impl Engine for LogEngine {
 
     fn apply(&self, ops: &[BatchOp]) -> Result<(), StorageError> {
         let full = {
-            let mut pending = self.shared.pending.lock();
+            let mut pending = self.shared.journal.pending();
             let mut frame = FrameBuilder::new(&mut pending);
             frame.batch(ops);
             frame.finish();
@@ -361,8 +236,7 @@ impl Engine for LogEngine {
     }
 
     fn flush(&self) -> Result<(), StorageError> {
-        let mut log = self.shared.log.lock();
-        self.shared.write_pending(&mut log)?;
+        let log = self.shared.journal.write_pending()?;
         if self.shared.rewrite_due(&log) && !self.shared.rewriting.swap(true, Ordering::AcqRel) {
             let (shared, rewriting) = (self.shared.clone(), self.shared.rewriting.clone());
             let spawned = std::thread::Builder::new()
@@ -387,19 +261,11 @@ impl Engine for LogEngine {
     }
 
     fn sync(&self) -> Result<(), StorageError> {
-        // The fsync runs outside the lock, so writers are not stalled by it;
-        // a log the rewrite retired meanwhile was fsynced when it was.
-        let file = {
-            let mut log = self.shared.log.lock();
-            self.shared.write_pending(&mut log)?;
-            log.file.clone()
-        };
-        file.sync_data()?;
-        Ok(())
+        self.shared.journal.sync()
     }
 
     fn clear(&self) -> Result<(), StorageError> {
-        let mut pending = self.shared.pending.lock();
+        let mut pending = self.shared.journal.pending();
         let mut frame = FrameBuilder::new(&mut pending);
         frame.clear();
         frame.finish();
@@ -407,8 +273,7 @@ impl Engine for LogEngine {
     }
 
     fn disk_bytes(&self) -> u64 {
-        let log = self.shared.log.lock();
-        log.snapshot + log.since_snapshot
+        self.shared.snapshot.load(Ordering::Relaxed) + self.shared.journal.since_rotation()
     }
 
     fn max_key_len(&self) -> usize {
@@ -492,7 +357,7 @@ mod tests {
             engine.flush().expect("flush");
         }
         let log = dir.path().join(&log_files(dir.path())[0]);
-        let mut file = OpenOptions::new().append(true).open(&log).expect("open log");
+        let mut file = std::fs::OpenOptions::new().append(true).open(&log).expect("open log");
         file.write_all(&[9, 0, 0, 0, 0, 0, 0, 0, 1, 2])
             .expect("write torn frame");
         drop(file);
@@ -566,7 +431,7 @@ mod tests {
         }
         engine.flush().expect("flush");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while engine.shared.rewriting.load(Ordering::Acquire) || engine.shared.log.lock().snapshot == 0 {
+        while engine.shared.rewriting.load(Ordering::Acquire) || engine.shared.snapshot.load(Ordering::Relaxed) == 0 {
             assert!(
                 std::time::Instant::now() < deadline,
                 "no rewrite: {:?}",

@@ -158,6 +158,42 @@ impl MemoryEngine {
         }
     }
 
+    /// How many groups a scan of `space` walks, in key order: the record maps, or the one expiry index.
+    pub(super) fn group_count(space: Space) -> usize {
+        match space {
+            Space::Records => MAPS,
+            Space::Expiry => 1,
+        }
+    }
+
+    /// The group of `space` that holds `key`.
+    pub(super) fn group_of(space: Space, key: &[u8]) -> usize {
+        match space {
+            Space::Records => Self::map_of(key),
+            Space::Expiry => 0,
+        }
+    }
+
+    /// Visits group `index` of `space` (from `from` on, if given) in key order.
+    pub(super) fn scan_group(
+        &self,
+        space: Space,
+        index: usize,
+        from: Option<&[u8]>,
+        visit: &mut Visitor<'_>,
+    ) -> ControlFlow<()> {
+        match space {
+            Space::Records => Self::scan_map(&self.records[index].0, from, visit),
+            Space::Expiry => {
+                let guard = self.expiry.read();
+                for (key, value) in guard.range::<[u8], _>((Bound::Included(from.unwrap_or(&[])), Bound::Unbounded)) {
+                    visit(key, value)?;
+                }
+                ControlFlow::Continue(())
+            }
+        }
+    }
+
     /// Visits the records of one map from `from` on, sorted.
     fn scan_map(map: &RwLock<RecordMap>, from: Option<&[u8]>, visit: &mut Visitor<'_>) -> ControlFlow<()> {
         let guard = map.read();
@@ -214,23 +250,11 @@ impl Engine for MemoryEngine {
     }
 
     fn scan(&self, space: Space, from: &[u8], visit: &mut Visitor<'_>) -> Result<(), StorageError> {
-        match space {
-            Space::Expiry => {
-                let guard = self.expiry.read();
-                for (key, value) in guard.range::<[u8], _>((Bound::Included(from), Bound::Unbounded)) {
-                    if visit(key, value).is_break() {
-                        break;
-                    }
-                }
-            }
-            Space::Records => {
-                let first = Self::map_of(from);
-                for (index, map) in self.records.iter().enumerate().skip(first) {
-                    let from = (index == first).then_some(from);
-                    if Self::scan_map(&map.0, from, visit).is_break() {
-                        break;
-                    }
-                }
+        let first = Self::group_of(space, from);
+        for index in first..Self::group_count(space) {
+            let from = (index == first).then_some(from);
+            if self.scan_group(space, index, from, visit).is_break() {
+                break;
             }
         }
         Ok(())
