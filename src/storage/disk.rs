@@ -176,40 +176,20 @@ impl Shared {
         false
     }
 
-    /// The buffer's entries of group `index` of `space` from `from` on, sorted, the active maps' over the sealed
-    /// ones', copied out so no lock is held while a scan's visitor runs.
-    fn buffered_group(&self, space: Space, index: usize, from: Option<&[u8]>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    /// The active maps and the sealed ones, if any, held for a scan (which then takes no lock of the buffer's).
+    fn maps(&self) -> (Arc<MemoryEngine>, Option<Arc<MemoryEngine>>) {
         let buffers = self.buffers.read();
-        let sealed = buffers.sealed.as_ref().map(|(maps, _)| maps);
-        let mut merged = std::collections::BTreeMap::new();
-        for maps in sealed.into_iter().chain(std::iter::once(&buffers.active)) {
-            let _ = maps.scan_group(space, index, from, &mut |key, value| {
-                merged.insert(key.to_vec(), value.to_vec());
-                ControlFlow::Continue(())
-            });
-        }
-        merged.into_iter().collect()
+        (
+            buffers.active.clone(),
+            buffers.sealed.as_ref().map(|(maps, _)| maps.clone()),
+        )
     }
 
     /// Cuts the journal and seals the active maps (unless maps sealed before are still to be ingested), ingests
     /// the sealed maps into fjall, then deletes the logs they came from.
     fn seal_and_ingest(&self) -> Result<(), StorageError> {
         let _ingest = self.ingest_lock.lock();
-        let pending = self.buffers.read().sealed.clone();
-        let (maps, next_log) = match pending {
-            Some(sealed) => sealed,
-            None => {
-                let fresh = Arc::new(MemoryEngine::default());
-                let mut sealed = fresh.clone();
-                let next_log = self.journal.rotate(|next_log| {
-                    let mut buffers = self.buffers.write();
-                    sealed = std::mem::replace(&mut buffers.active, fresh);
-                    buffers.sealed = Some((sealed.clone(), next_log));
-                    self.unsealed.store(0, Ordering::Relaxed);
-                })?;
-                (sealed, next_log)
-            }
-        };
+        let (maps, next_log) = self.seal()?;
         for space in [Space::Records, Space::Expiry] {
             ingest(self.keyspace(space), &maps, space)?;
         }
@@ -217,6 +197,23 @@ impl Shared {
         self.buffers.write().sealed = None;
         tracing::debug!("write buffer ingested into fjall; journal cut at log {next_log}");
         Ok(())
+    }
+
+    /// The sealed maps and the number of the first log after theirs: the ones sealed before if they are still
+    /// there, else the active ones, sealed at a cut of the journal.
+    fn seal(&self) -> Result<(Arc<MemoryEngine>, u64), StorageError> {
+        if let Some(sealed) = self.buffers.read().sealed.clone() {
+            return Ok(sealed);
+        }
+        let fresh = Arc::new(MemoryEngine::default());
+        let mut sealed = fresh.clone();
+        let next_log = self.journal.rotate(|next_log| {
+            let mut buffers = self.buffers.write();
+            sealed = std::mem::replace(&mut buffers.active, fresh);
+            buffers.sealed = Some((sealed.clone(), next_log));
+            self.unsealed.store(0, Ordering::Relaxed);
+        })?;
+        Ok((sealed, next_log))
     }
 }
 
@@ -255,6 +252,81 @@ fn ingest(keyspace: &Keyspace, maps: &MemoryEngine, space: Space) -> Result<(), 
         ingestion.finish()?;
     }
     Ok(())
+}
+
+/// What lies under the active maps in a scan: the sealed maps' entries of the group being scanned over fjall's.
+struct Under<I: Iterator> {
+    space: Space,
+    sealed: std::iter::Peekable<std::vec::IntoIter<(Vec<u8>, Vec<u8>)>>,
+    stored: std::iter::Peekable<I>,
+}
+
+/// Where the next entry under the active maps comes from.
+enum Source {
+    Sealed,
+    Stored,
+    /// Both hold the key: the sealed entry replaces fjall's.
+    Both,
+}
+
+impl<I: Iterator<Item = fjall::Result<(fjall::Slice, fjall::Slice)>>> Under<I> {
+    /// Visits the live entries before `until` (all if `None`; with `sealed_only`, only while sealed ones are left)
+    /// and drops those at `until`, which the caller's entry replaces.
+    fn visit_until(
+        &mut self,
+        until: Option<&[u8]>,
+        sealed_only: bool,
+        visit: &mut Visitor<'_>,
+    ) -> Result<ControlFlow<()>, StorageError> {
+        use std::cmp::Ordering::{Equal, Greater, Less};
+        loop {
+            if let Some(Err(_)) = self.stored.peek() {
+                if let Some(Err(e)) = self.stored.next() {
+                    return Err(e.into());
+                }
+            }
+            let (source, live) = {
+                let sealed = self.sealed.peek().map(|(key, _)| key.as_slice());
+                let stored = match self.stored.peek() {
+                    Some(Ok((key, _))) if !sealed_only || sealed.is_some() => Some(&key[..]),
+                    _ => None,
+                };
+                let (key, source) = match (sealed, stored) {
+                    (None, None) => return Ok(ControlFlow::Continue(())),
+                    (Some(key), None) => (key, Source::Sealed),
+                    (None, Some(key)) => (key, Source::Stored),
+                    (Some(sealed), Some(stored)) => match sealed.cmp(stored) {
+                        Less => (sealed, Source::Sealed),
+                        Greater => (stored, Source::Stored),
+                        Equal => (sealed, Source::Both),
+                    },
+                };
+                match until.map(|until| key.cmp(until)) {
+                    Some(Greater) => return Ok(ControlFlow::Continue(())),
+                    Some(Equal) => (source, false),
+                    _ => (source, true),
+                }
+            };
+            let flow = match source {
+                Source::Stored => match self.stored.next() {
+                    Some(Ok((key, value))) if live => visit(&key, &value),
+                    _ => ControlFlow::Continue(()),
+                },
+                Source::Sealed | Source::Both => {
+                    if matches!(source, Source::Both) {
+                        self.stored.next();
+                    }
+                    match self.sealed.next() {
+                        Some((key, value)) if live && !is_deleted(self.space, &value) => visit(&key, &value),
+                        _ => ControlFlow::Continue(()),
+                    }
+                }
+            };
+            if flow.is_break() {
+                return Ok(flow);
+            }
+        }
+    }
 }
 
 impl Engine for DiskEngine {
@@ -314,50 +386,54 @@ impl Engine for DiskEngine {
         Ok(())
     }
 
+    /// Streams the active maps (a record map at a time) over what lies under them; only the sealed maps, while
+    /// one is being ingested, are copied, a group at a time.
     fn scan(&self, space: Space, from: &[u8], visit: &mut Visitor<'_>) -> Result<(), StorageError> {
-        let mut stored = self
+        let (active, sealed) = self.shared.maps();
+        let stored = self
             .shared
             .keyspace(space)
             .range(from..)
-            .map(|guard| guard.into_inner())
-            .peekable();
-        // Visits fjall's entries before `until` (all if `None`), skipping one equal to it; false once `visit` broke.
-        let mut visit_stored = |until: Option<&[u8]>, visit: &mut Visitor<'_>| -> Result<bool, StorageError> {
-            loop {
-                if let Some(Ok((key, _))) = stored.peek() {
-                    match until.map(|until| key[..].cmp(until)) {
-                        Some(std::cmp::Ordering::Greater) => return Ok(true),
-                        Some(std::cmp::Ordering::Equal) => {
-                            stored.next();
-                            return Ok(true);
-                        }
-                        _ => {}
-                    }
-                }
-                match stored.next() {
-                    Some(Ok((key, value))) => {
-                        if visit(&key, &value).is_break() {
-                            return Ok(false);
-                        }
-                    }
-                    Some(Err(e)) => return Err(e.into()),
-                    None => return Ok(true),
-                }
-            }
+            .map(|guard| guard.into_inner());
+        let mut under = Under {
+            space,
+            sealed: Vec::new().into_iter().peekable(),
+            stored: stored.peekable(),
         };
         let first = MemoryEngine::group_of(space, from);
         for index in first..MemoryEngine::group_count(space) {
             let from = (index == first).then_some(from);
-            for (key, value) in self.shared.buffered_group(space, index, from) {
-                if !visit_stored(Some(&key), visit)? {
-                    return Ok(());
+            if let Some(sealed) = &sealed {
+                let mut entries = Vec::new();
+                let _ = sealed.scan_group(space, index, from, &mut |key, value| {
+                    entries.push((key.to_vec(), value.to_vec()));
+                    ControlFlow::Continue(())
+                });
+                under.sealed = entries.into_iter().peekable();
+            }
+            let mut failed = None;
+            let flow = active.scan_group(space, index, from, &mut |key, value| match under.visit_until(
+                Some(key),
+                false,
+                visit,
+            ) {
+                Ok(ControlFlow::Continue(())) if is_deleted(space, value) => ControlFlow::Continue(()),
+                Ok(ControlFlow::Continue(())) => visit(key, value),
+                Ok(ControlFlow::Break(())) => ControlFlow::Break(()),
+                Err(e) => {
+                    failed = Some(e);
+                    ControlFlow::Break(())
                 }
-                if !is_deleted(space, &value) && visit(&key, &value).is_break() {
-                    return Ok(());
-                }
+            });
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            // The group's sealed entries after the active maps' last, with fjall's among them.
+            if flow.is_break() || under.visit_until(None, true, visit)?.is_break() {
+                return Ok(());
             }
         }
-        visit_stored(None, visit)?;
+        let _ = under.visit_until(None, false, visit)?;
         Ok(())
     }
 
@@ -543,6 +619,71 @@ mod tests {
             None,
             "a tombstone in fjall hides the older value"
         );
+    }
+
+    /// Random puts and deletes, in three layers (ingested into fjall, sealed, active), read back through every
+    /// path against a model, then again after a reopen.
+    #[test]
+    fn reads_and_scans_through_fjall_sealed_and_active_maps_match_a_model() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keys = keys(400);
+        let mut model = std::collections::BTreeMap::new();
+        let mut expiry_model = std::collections::BTreeSet::new();
+        let check = |engine: &DiskEngine, model: &std::collections::BTreeMap<Vec<u8>, Vec<u8>>| {
+            let all: Vec<(Vec<u8>, Vec<u8>)> = model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            assert_eq!(scan(engine, Space::Records, &[], usize::MAX), all);
+            for start in [0, 1, all.len() / 3, all.len() / 2] {
+                let from = keys[start * 7 % keys.len()].to_vec();
+                let expected: Vec<_> = all.iter().filter(|(k, _)| *k >= from).take(25).cloned().collect();
+                assert_eq!(scan(engine, Space::Records, &from, 25), expected, "from {from:?}");
+            }
+            for key in &keys {
+                assert_eq!(get(engine, key), model.get(&key[..]).cloned(), "{key:?}");
+            }
+        };
+        {
+            let engine = DiskEngine::open(dir.path(), 8, 8).expect("open");
+            for layer in 0..3u8 {
+                for _ in 0..600 {
+                    let key = &keys[rng.random_range(0..keys.len())];
+                    if rng.random_bool(0.3) {
+                        delete(&engine, key);
+                        model.remove(&key[..]);
+                    } else {
+                        let value = vec![layer + 1; rng.random_range(1..40)];
+                        put(&engine, key, &value);
+                        model.insert(key.to_vec(), value);
+                    }
+                    let at = [0, 0, 0, 0, 0, 0, 0, rng.random_range(0..50u8)];
+                    let op = if rng.random_bool(0.4) {
+                        expiry_model.remove(&at[..]);
+                        BatchOp::Delete(Space::Expiry, StorageKey::from_slice(&at))
+                    } else {
+                        expiry_model.insert(at.to_vec());
+                        BatchOp::Put(Space::Expiry, StorageKey::from_slice(&at), Bytes::new())
+                    };
+                    engine.apply(&[op]).expect("expiry");
+                }
+                match layer {
+                    0 => engine.ingest_now().expect("ingest"),
+                    1 => drop(engine.shared.seal().expect("seal")),
+                    _ => engine.flush().expect("flush"),
+                }
+            }
+            assert!(engine.shared.buffers.read().sealed.is_some(), "three layers");
+            check(&engine, &model);
+            let expiry: Vec<Vec<u8>> = scan(&engine, Space::Expiry, &[], usize::MAX)
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect();
+            assert_eq!(expiry, expiry_model.iter().cloned().collect::<Vec<_>>());
+        }
+        let engine = DiskEngine::open(dir.path(), 8, 8).expect("reopen");
+        check(&engine, &model);
+        engine.ingest_now().expect("ingest all");
+        check(&engine, &model);
     }
 
     #[test]
