@@ -40,6 +40,9 @@ const FJALL_MAX_KEY: usize = 65_536;
 /// as much as a small write, and the backlog changes only as tables pile up.
 const BACKLOG_EVERY: u32 = 64;
 
+/// How long a failed ingestion waits before the next flush may try again.
+const INGEST_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The journal's folder inside fjall's.
 const JOURNAL_DIR: &str = "writes";
 
@@ -446,8 +449,10 @@ impl Engine for DiskEngine {
             let spawned = std::thread::Builder::new().name("ringkv-ingest".into()).spawn(move || {
                 if let Err(e) = shared.seal_and_ingest() {
                     tracing::error!(
-                        "ingesting the write buffer into fjall failed (its journal is kept; retrying later): {e}"
+                        "ingesting the write buffer into fjall failed (its journal is kept; retrying in a second): {e}"
                     );
+                    // Else every flush would start another try at once.
+                    std::thread::sleep(INGEST_RETRY);
                 }
                 shared.ingesting.store(false, Ordering::Release);
             });
