@@ -114,6 +114,15 @@ impl RecordCache {
         }
     }
 
+    /// Marks this moment for a fill of `key` from elsewhere than a miss (what an engine moves out of RAM).
+    pub fn token(&self, key: &[u8]) -> FillToken {
+        let index = self.shard_of(key);
+        FillToken {
+            shard: index,
+            version: self.shards[index].lock().version,
+        }
+    }
+
     /// Caches what a reader found in the engine, unless the shard changed since it missed.
     pub fn fill(&self, token: FillToken, key: &[u8], record: Cached) {
         let mut shard = self.shards[token.shard].lock();
@@ -127,6 +136,16 @@ impl RecordCache {
         let mut shard = self.shards[self.shard_of(key)].lock();
         shard.version += 1;
         self.insert(&mut shard, key, record);
+    }
+
+    /// Drops what is cached of `key`, which a writer changed without telling the cache what it wrote; a reader's
+    /// fill from before is refused.
+    pub fn forget(&self, key: &[u8]) {
+        let mut shard = self.shards[self.shard_of(key)].lock();
+        shard.version += 1;
+        if let Some(old) = shard.map.remove(key) {
+            shard.bytes -= cost(key, &old);
+        }
     }
 
     fn insert(&self, shard: &mut Shard, key: &[u8], record: Cached) {
@@ -189,6 +208,21 @@ mod tests {
         cache.put(b"k", None); // a writer removed the key meanwhile
         cache.fill(token, b"k", record()); // the reader's old view
         assert!(matches!(cache.get(b"k", Clone::clone), Lookup::Hit(None)));
+    }
+
+    #[test]
+    fn a_forgotten_key_is_asked_of_the_engine_and_a_fill_from_before_is_refused() {
+        let cache = RecordCache::new(1 << 20, false);
+        cache.put(b"k", record());
+        cache.forget(b"k");
+        assert!(matches!(cache.get(b"k", Clone::clone), Lookup::Miss(_)));
+        assert_eq!(cache.shards.iter().map(|s| s.lock().bytes).sum::<usize>(), 0);
+        let Lookup::Miss(token) = cache.get(b"k", Clone::clone) else {
+            panic!("a forgotten key hit")
+        };
+        cache.forget(b"k"); // a writer changed it meanwhile
+        cache.fill(token, b"k", record()); // the reader's old view
+        assert!(matches!(cache.get(b"k", Clone::clone), Lookup::Miss(_)));
     }
 
     #[test]

@@ -104,6 +104,14 @@ pub enum Mutation {
     Delete,
 }
 
+/// A stored record decoded, with a copy of its bytes.
+fn encoded_record(bytes: &[u8]) -> Result<EncodedRecord, StorageError> {
+    Ok(EncodedRecord {
+        record: decode_stored(bytes)?,
+        encoded: Bytes::copy_from_slice(bytes),
+    })
+}
+
 /// A record as the engine stored it; bytes that do not decode mean a damaged data dir.
 fn decode_stored(bytes: &[u8]) -> Result<Arc<Record>, StorageError> {
     Record::decode(bytes).map(Arc::new).ok_or(StorageError::Corrupt)
@@ -131,7 +139,12 @@ pub struct Replica {
     tombstone_grace_ms: u64,
     locks: Box<[Mutex<()>]>,
     /// Decoded hot records, for engines where a lookup is not already a hash probe.
-    cache: Option<RecordCache>,
+    cache: Option<Arc<RecordCache>>,
+    /// Whether writers keep the cache up to date. Not where the engine holds recent writes in RAM itself (the
+    /// disk engine's write buffer): there writers only make the cache forget what they change, reads of keys not
+    /// in the buffer fill it, and the engine hands it what it moves out of RAM; so a write neither decodes its
+    /// record nor copies it for the cache.
+    write_through: bool,
 }
 
 impl Replica {
@@ -144,13 +157,33 @@ impl Replica {
         tombstone_grace_ms: u64,
         cache_bytes: usize,
     ) -> Replica {
+        let write_through = !engine.keeps_recent_writes();
+        let cache = (cache_bytes > 0).then(|| {
+            Arc::new(RecordCache::new(
+                cache_bytes,
+                holds_no_records(&*engine) && write_through,
+            ))
+        });
+        if let Some(cache) = cache.clone().filter(|_| !write_through) {
+            engine.watch_ingested(Arc::new(move |stored, bytes, newest| {
+                // Taken before asking: a write after it makes the fill a no-op.
+                let token = cache.token(stored);
+                if newest() {
+                    match bytes.map(encoded_record).transpose() {
+                        Ok(record) => cache.fill(token, stored, record),
+                        Err(_) => cache.forget(stored),
+                    }
+                }
+            }));
+        }
         Replica {
             durability,
             actor,
             conflicts,
             tombstone_grace_ms,
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
-            cache: (cache_bytes > 0).then(|| RecordCache::new(cache_bytes, holds_no_records(&*engine))),
+            cache,
+            write_through,
             engine,
         }
     }
@@ -196,34 +229,45 @@ impl Replica {
     /// The record under `stored`, decoded.
     fn load(&self, stored: &[u8]) -> Result<Option<Arc<Record>>, StorageError> {
         if self.cache.is_some() {
-            return self.load_as(stored, |loaded| loaded.record.clone());
+            return self.load_as_or(stored, |loaded| loaded.record.clone(), decode_stored);
         }
         let mut record = Ok(None);
         self.engine.read_with(stored, &mut |bytes| {
-            if let Some(bytes) = bytes {
-                record = decode_stored(bytes).map(Some);
-            }
+            record = bytes.map(decode_stored).transpose();
         })?;
         record
     }
 
     /// What `take` needs of the record under `stored`, decoded and encoded, from the cache if there is one.
     fn load_as<T>(&self, stored: &[u8], take: impl Fn(&EncodedRecord) -> T) -> Result<Option<T>, StorageError> {
+        self.load_as_or(stored, &take, |bytes| encoded_record(bytes).map(|loaded| take(&loaded)))
+    }
+
+    /// [`Replica::load_as`], where a record the engine holds among its recent writes is made into what the caller
+    /// needs by `from_bytes` instead, and not cached: the next write would only make the cache forget it.
+    fn load_as_or<T>(
+        &self,
+        stored: &[u8],
+        take: impl Fn(&EncodedRecord) -> T,
+        from_bytes: impl Fn(&[u8]) -> Result<T, StorageError>,
+    ) -> Result<Option<T>, StorageError> {
         let token = match self.cache.as_ref().map(|cache| cache.get(stored, &take)) {
             Some(Lookup::Hit(taken)) => return Ok(taken),
             Some(Lookup::Miss(token)) => Some(token),
             None => None,
         };
+        if !self.write_through {
+            let mut recent = Ok(None);
+            if self
+                .engine
+                .read_recent(stored, &mut |bytes| recent = bytes.map(&from_bytes).transpose())?
+            {
+                return recent;
+            }
+        }
         let mut loaded = Ok(None);
         self.engine.read_with(stored, &mut |bytes| {
-            if let Some(bytes) = bytes {
-                loaded = decode_stored(bytes).map(|record| {
-                    Some(EncodedRecord {
-                        record,
-                        encoded: Bytes::copy_from_slice(bytes),
-                    })
-                });
-            }
+            loaded = bytes.map(encoded_record).transpose();
         })?;
         let loaded: Cached = loaded?;
         let taken = loaded.as_ref().map(&take);
@@ -238,9 +282,14 @@ impl Replica {
         Ok(self.load(stored)?.map(Arc::unwrap_or_clone).unwrap_or_default())
     }
 
-    /// Tells the cache what a committed write left under `stored`.
+    /// The cache, if writers keep it up to date.
+    fn write_cache(&self) -> Option<&RecordCache> {
+        self.cache.as_deref().filter(|_| self.write_through)
+    }
+
+    /// Tells a write-through cache what a committed write left under `stored`.
     fn cache_put(&self, stored: &[u8], written: Option<&EncodedRecord>) {
-        if let Some(cache) = &self.cache {
+        if let Some(cache) = self.write_cache() {
             cache.put(stored, written.cloned());
         }
     }
@@ -263,7 +312,8 @@ impl Replica {
         }
         let stored = self.stored_key(db, key)?;
         if self.cache.is_some() {
-            return Ok(self.load_as(&stored, |loaded| loaded.encoded.clone())?);
+            let copy = |bytes: &[u8]| Ok(Bytes::copy_from_slice(bytes));
+            return Ok(self.load_as_or(&stored, |loaded| loaded.encoded.clone(), copy)?);
         }
         Ok(self.engine.get(&stored)?.map(|value| match value {
             Value::Bytes(bytes) => bytes,
@@ -310,7 +360,7 @@ impl Replica {
             return Ok((out, None));
         };
         self.commit(&ops)?;
-        if self.cache.is_some() {
+        if self.write_cache().is_some() {
             let record = Arc::new(record);
             self.cache_put(
                 &stored,
@@ -326,7 +376,7 @@ impl Replica {
     /// Gives `mutation`'s value an allocation of its own where a cache will keep the record: a value straight
     /// from a request points into a client's read buffer or a peer's message (`net::shared`), and would keep it alive.
     fn own_value_for_cache(&self, mutation: &mut Mutation) {
-        if self.cache.is_none() {
+        if self.write_cache().is_none() {
             return;
         }
         if let Mutation::Put { value, .. } | Mutation::PutAfter { value, .. } = mutation {
@@ -345,7 +395,7 @@ impl Replica {
         expire_at_ms: Option<u64>,
     ) -> CommandResult<Option<(Bytes, Option<Basis>)>> {
         let put = Mutation::Put { value, expire_at_ms };
-        if self.cache.is_some() {
+        if self.write_cache().is_some() {
             let written = self.update_returning(db, key, |_| Ok((put, ())))?.1;
             return Ok(written.map(|encoded| (encoded, None)));
         }
@@ -389,7 +439,7 @@ impl Replica {
         let stored = self.stored_key(db, key)?;
         let _guard = self.locks[Self::stripe(&stored)].lock();
         let malformed = || CommandError::Other("malformed record".into());
-        let current = if self.cache.is_some() {
+        let current = if self.write_cache().is_some() {
             // One lookup compares the stored bytes and, if they differ, lends the decoded record.
             match self.load_as(&stored, |held| (held.record.clone(), held.encoded[..] == *encoded))? {
                 Some((_, true)) => return Ok(None),
@@ -422,7 +472,7 @@ impl Replica {
             match held? {
                 Held::Settled => return Ok(None),
                 Held::Replaced(previous_expiry, next_expiry) => {
-                    // No cache to update on this path.
+                    // No write-through cache on this path (a read cache forgets the key in `commit`).
                     self.store_encoded(stored, previous_expiry, next_expiry, encoded.clone())?;
                     return Ok(None);
                 }
@@ -465,7 +515,7 @@ impl Replica {
             }
             let encoded = match encoded {
                 // A peer's bytes may point into its whole message (`net::shared`): the cache keeps its own copy.
-                Some(bytes) if self.cache.is_some() => Bytes::copy_from_slice(bytes),
+                Some(bytes) if self.write_cache().is_some() => Bytes::copy_from_slice(bytes),
                 Some(bytes) => bytes.clone(),
                 None => Bytes::from(incoming.encode()),
             };
@@ -492,7 +542,7 @@ impl Replica {
         record: Record,
         encoded: Bytes,
     ) -> CommandResult<()> {
-        let cache_key = self.cache.is_some().then(|| stored.clone());
+        let cache_key = self.write_cache().is_some().then(|| stored.clone());
         self.store_encoded(stored, previous_expiry, record.next_expiry(), encoded.clone())?;
         if let Some(cache_key) = cache_key {
             let record = Arc::new(record);
@@ -647,6 +697,13 @@ impl Replica {
             tokio::task::block_in_place(|| self.engine.apply(ops))?;
         } else {
             self.engine.apply(ops)?;
+        }
+        if let Some(cache) = self.cache.as_ref().filter(|_| !self.write_through) {
+            for op in ops {
+                if let BatchOp::Put(Space::Records, stored, _) | BatchOp::Delete(Space::Records, stored) = op {
+                    cache.forget(stored);
+                }
+            }
         }
         self.durability.note_write();
         Ok(())
@@ -857,6 +914,88 @@ mod tests {
             assert_eq!(replica.read_encoded(0, b"absent").expect("read"), None);
             assert_eq!(replica.read_encoded(1, b"k").expect("read"), None, "another database");
         }
+    }
+
+    /// A replica over the disk engine, whose write buffer holds recent writes: its cache is filled by reads only.
+    fn disk_replica(dir: &std::path::Path, actor: ActorId) -> Replica {
+        disk_replica_and_engine(dir, actor).0
+    }
+
+    fn disk_replica_and_engine(dir: &std::path::Path, actor: ActorId) -> (Replica, Arc<crate::storage::DiskEngine>) {
+        let disk = Arc::new(crate::storage::DiskEngine::open(dir, 8, 8).expect("open disk"));
+        let engine: Arc<dyn Engine> = disk.clone();
+        let durability = Durability::start(FsyncMode::No, engine.clone());
+        (
+            Replica::new(engine, durability, actor, ConflictMode::Siblings, 0, 1 << 20),
+            disk,
+        )
+    }
+
+    #[test]
+    fn records_the_write_buffer_ingests_are_handed_to_the_read_cache() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (replica, disk) = disk_replica_and_engine(dir.path(), 1);
+        let cache = replica.cache.clone().expect("a cache");
+        let stored = replica.stored_key(0, b"k").expect("key");
+        let cached = || match cache.get(&stored, |held| held.encoded.clone()) {
+            Lookup::Hit(encoded) => Some(encoded),
+            Lookup::Miss(_) => None,
+        };
+        put(&replica, b"k", b"v1");
+        assert_eq!(cached(), None, "a write is not cached");
+        disk.ingest_now().expect("ingest");
+        let handed = cached();
+        let first = replica.read_encoded(0, b"k").expect("read").expect("stored");
+        assert_eq!(
+            handed,
+            Some(Some(first.clone())),
+            "handed over by the ingestion, before any read"
+        );
+        put(&replica, b"k", b"v2");
+        assert_eq!(cached(), None, "forgotten by the write");
+        let second = replica.read_encoded(0, b"k").expect("read").expect("stored");
+        assert_ne!(first, second);
+        assert_eq!(cached(), None, "read from the write buffer, not cached");
+        replica.update(0, b"k", |_| Ok((Mutation::Delete, ()))).expect("delete");
+        disk.ingest_now().expect("ingest");
+        let handed = cached();
+        let tombstone = replica.read_encoded(0, b"k").expect("read");
+        assert_ne!(tombstone.as_ref(), Some(&second));
+        assert_eq!(handed, Some(tombstone), "the delete's record replaces the value");
+    }
+
+    #[test]
+    fn a_read_cache_never_answers_with_what_a_write_replaced() {
+        let (dir, other_dir) = (
+            tempfile::tempdir().expect("tempdir"),
+            tempfile::tempdir().expect("tempdir"),
+        );
+        let (here, there) = (disk_replica(dir.path(), 1), disk_replica(other_dir.path(), 2));
+        assert!(!here.write_through && here.cache.is_some());
+        let encoded = |replica: &Replica| replica.read_encoded(0, b"k").expect("read").expect("stored");
+        // Each write below follows a read that cached the record it replaces.
+        put(&here, b"k", b"v1");
+        let cached = encoded(&here);
+        let written = here
+            .put_returning(0, b"k", Bytes::from_static(b"v2"), None)
+            .expect("put")
+            .expect("written")
+            .0;
+        assert_ne!(written, cached);
+        assert_eq!(encoded(&here), written, "after a plain SET");
+        assert_eq!(there.merge_encoded(0, b"k", &written, None).expect("merge"), None);
+        put(&there, b"k", b"v3");
+        let newer = encoded(&there);
+        assert_eq!(here.merge_encoded(0, b"k", &newer, None).expect("merge"), None);
+        assert_eq!(encoded(&here), newer, "after a replicated write");
+        put(&here, b"k", b"v4");
+        let record = here.read(0, b"k").expect("read").expect("stored");
+        assert_eq!(
+            Bytes::from(record.encode()),
+            encoded(&here),
+            "after a read-modify-write"
+        );
+        assert_ne!(encoded(&here), newer);
     }
 
     fn put(replica: &Replica, key: &[u8], value: &'static [u8]) {

@@ -31,7 +31,7 @@ use parking_lot::{Mutex, RwLock};
 
 use super::journal::{self, numbered_files, Journal, PENDING_MAX};
 use super::log_frame::{Change, FrameBuilder};
-use super::{BatchOp, Engine, MemoryEngine, Space, StorageError, Value, Visitor, KEY_PREFIX_LEN};
+use super::{BatchOp, Engine, Ingested, MemoryEngine, Space, StorageError, Value, Visitor, KEY_PREFIX_LEN};
 
 /// fjall's own key size limit.
 const FJALL_MAX_KEY: usize = 65_536;
@@ -79,6 +79,8 @@ struct Shared {
     ingesting: AtomicBool,
     /// Held while sealed maps are ingested, and by FLUSHALL, which must not race one.
     ingest_lock: Mutex<()>,
+    /// Told what each ingestion takes out of the maps.
+    ingested: RwLock<Option<Arc<Ingested>>>,
     /// Writes since fjall's backlog was last looked at, and what that look found.
     since_look: AtomicU32,
     backlogged: AtomicBool,
@@ -138,6 +140,7 @@ impl DiskEngine {
                 seal_bytes: memtable_mb * 1024 * 1024,
                 ingesting: AtomicBool::new(false),
                 ingest_lock: Mutex::new(()),
+                ingested: RwLock::new(None),
                 since_look: AtomicU32::new(0),
                 backlogged: AtomicBool::new(false),
             }),
@@ -146,7 +149,7 @@ impl DiskEngine {
 
     /// Seals and ingests now, on this thread; for tests.
     #[cfg(test)]
-    fn ingest_now(&self) -> Result<(), StorageError> {
+    pub(crate) fn ingest_now(&self) -> Result<(), StorageError> {
         self.shared.seal_and_ingest()
     }
 }
@@ -195,6 +198,18 @@ impl Shared {
         let (maps, next_log) = self.seal()?;
         for space in [Space::Records, Space::Expiry] {
             ingest(self.keyspace(space), &maps, space)?;
+        }
+        if let Some(listener) = self.ingested.read().clone() {
+            let active = self.buffers.read().active.clone();
+            let _ = maps.scan(Space::Records, &[], &mut |key, value| {
+                let newest = || {
+                    let mut rewritten = false;
+                    let _ = active.read_with(key, &mut |held| rewritten = held.is_some());
+                    !rewritten
+                };
+                listener(key, (!is_deleted(Space::Records, value)).then_some(value), &newest);
+                ControlFlow::Continue(())
+            });
         }
         journal::remove_before(&self.journal_dir, next_log)?;
         self.buffers.write().sealed = None;
@@ -468,6 +483,18 @@ impl Engine for DiskEngine {
         true
     }
 
+    fn keeps_recent_writes(&self) -> bool {
+        true
+    }
+
+    fn watch_ingested(&self, listener: Arc<Ingested>) {
+        *self.shared.ingested.write() = Some(listener);
+    }
+
+    fn read_recent(&self, key: &[u8], read: &mut dyn FnMut(Option<&[u8]>)) -> Result<bool, StorageError> {
+        Ok(self.shared.read_buffered(key, read))
+    }
+
     fn sync(&self) -> Result<(), StorageError> {
         self.shared.journal.sync()
     }
@@ -689,6 +716,36 @@ mod tests {
         check(&engine, &model);
         engine.ingest_now().expect("ingest all");
         check(&engine, &model);
+    }
+
+    #[test]
+    fn ingestion_tells_its_listener_each_record_and_whether_a_write_came_since() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = DiskEngine::open(dir.path(), 8, 8).expect("open");
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let log = told.clone();
+        engine.watch_ingested(Arc::new(move |key, value, newest| {
+            log.lock().push((key.to_vec(), value.map(<[u8]>::to_vec), newest()));
+        }));
+        let (kept, rewritten, deleted) = (
+            storage_key(1, 0, b"a"),
+            storage_key(2, 0, b"b"),
+            storage_key(3, 0, b"c"),
+        );
+        put(&engine, &kept, b"1");
+        put(&engine, &rewritten, b"1");
+        delete(&engine, &deleted);
+        drop(engine.shared.seal().expect("seal"));
+        put(&engine, &rewritten, b"2");
+        engine.ingest_now().expect("ingest");
+        assert_eq!(
+            *told.lock(),
+            vec![
+                (kept.to_vec(), Some(b"1".to_vec()), true),
+                (rewritten.to_vec(), Some(b"1".to_vec()), false),
+                (deleted.to_vec(), None, true),
+            ]
+        );
     }
 
     #[test]

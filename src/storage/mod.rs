@@ -104,6 +104,10 @@ impl std::ops::Deref for Value {
     }
 }
 
+/// Told each record (storage key, stored bytes or `None` for a delete) an engine moves out of RAM, with a check
+/// that no write to the key has come since (to ask after marking the moment: a write may land at any time).
+pub type Ingested = dyn Fn(&[u8], Option<&[u8]>, &dyn Fn() -> bool) + Send + Sync;
+
 /// Called for each (key, value) of a scan; `Break` stops it.
 pub type Visitor<'a> = dyn FnMut(&[u8], &[u8]) -> ControlFlow<()> + 'a;
 
@@ -133,6 +137,20 @@ pub trait Engine: Send + Sync + 'static {
     /// skip flushing altogether.
     fn buffers_writes(&self) -> bool {
         false
+    }
+    /// Whether reads of recently written keys are answered from RAM by a hash probe (the disk engine's write
+    /// buffer): a record cache in front then need not be told what writers wrote.
+    fn keeps_recent_writes(&self) -> bool {
+        false
+    }
+    /// Has `listener` told each record the engine moves out of RAM (`None` for a delete) before it stops
+    /// answering [`Engine::read_recent`] for it, so a record cache can take it over. Engines that keep no recent
+    /// writes apart ignore this.
+    fn watch_ingested(&self, _listener: Arc<Ingested>) {}
+    /// Calls `read` with a record written lately and returns true, where the engine holds it in RAM
+    /// ([`Engine::keeps_recent_writes`]); returns false without calling it otherwise.
+    fn read_recent(&self, _key: &[u8], _read: &mut dyn FnMut(Option<&[u8]>)) -> Result<bool, StorageError> {
+        Ok(false)
     }
     /// Makes every applied batch durable (fsync). A no-op for RAM.
     fn sync(&self) -> Result<(), StorageError>;
