@@ -5,9 +5,12 @@
 //! absent keys are as cheap as hits.
 //!
 //! Consistency: writers update the cache after the engine, under the key's
-//! lock. Readers fill it only if nothing in the shard changed since they
-//! looked (a per-shard version), so a slow reader can never put back a value
-//! older than one a writer already cached.
+//! lock, or, over an engine that keeps its recent writes in RAM (the disk
+//! engine's write buffer, which a cache miss asks before the LSM tree),
+//! make it forget the key. Readers, and the engine handing over what it moves
+//! out of RAM, fill it only if nothing in the shard changed since they looked
+//! (a per-shard version), so a slow filler can never put back a value older
+//! than one a writer stored.
 //!
 //! Complete shards: a shard that has held every record of its keys since the
 //! engine was opened empty, and has never dropped any, answers a miss as
