@@ -248,3 +248,50 @@ fn writes_after_restart_supersede_older_values_with(engine: &str) {
     raw.expect(&["GET", "k"], Resp::bulk("after-kill!"));
     raw.expect(&["GET", "n"], Resp::bulk("12"));
 }
+
+/// The journal files of the disk engine's write buffer still to be ingested.
+fn buffer_journals(server: &Server) -> Vec<String> {
+    let dir = server.data_dir().join("store").join("writes");
+    let mut logs: Vec<String> = std::fs::read_dir(&dir)
+        .expect("the write buffer's journal folder")
+        .map(|entry| entry.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".log"))
+        .collect();
+    logs.sort();
+    logs
+}
+
+#[test]
+fn the_disk_engine_keeps_every_write_through_kill_9_while_it_ingests_its_buffer() {
+    // A 1 MiB write buffer: the writes below (about 2.8 MiB of journal) are sealed and ingested into fjall twice
+    // or more, overwrites and deletes landing in later buffers than the values they replace.
+    let mut server = Server::start(&["--engine", "disk", "--fsync", "everysec", "--memtable-mb", "1"]);
+    let keys = 1500;
+    let value = |round: usize, i: usize| format!("{round}:{i}:{}", "x".repeat(1000));
+    let last_round = |i: usize| (0..3).rev().find(|&round| i % (round + 1) == 0).unwrap_or(0);
+    let mut raw = server.raw();
+    for round in 0..3 {
+        for i in (0..keys).filter(|i| i % (round + 1) == 0) {
+            raw.expect(&["SET", &format!("k{i}"), &value(round, i)], Resp::ok());
+        }
+    }
+    for i in (0..keys).step_by(7) {
+        raw.expect(&["DEL", &format!("k{i}")], Resp::int(1));
+    }
+    wait_until(Duration::from_secs(30), "an ingestion", || {
+        buffer_journals(&server)
+            .first()
+            .is_some_and(|first| first != &format!("{:020}.log", 1))
+    });
+    server.kill9();
+    server.restart();
+    let mut raw = server.raw();
+    for i in 0..keys {
+        let expected = match i % 7 {
+            0 => Resp::Nil,
+            _ => Resp::bulk(value(last_round(i), i)),
+        };
+        raw.expect(&["GET", &format!("k{i}")], expected);
+    }
+    raw.expect(&["DBSIZE"], Resp::int((keys - keys.div_ceil(7)) as i64));
+}
