@@ -266,12 +266,12 @@ fn the_disk_engine_keeps_every_write_through_kill_9_while_it_ingests_its_buffer(
     // A 1 MiB write buffer: the writes below (about 2.8 MiB of journal) are sealed and ingested into fjall twice
     // or more, overwrites and deletes landing in later buffers than the values they replace.
     let mut server = Server::start(&["--engine", "disk", "--fsync", "everysec", "--memtable-mb", "1"]);
-    let keys = 1500;
+    let keys: usize = 1500;
     let value = |round: usize, i: usize| format!("{round}:{i}:{}", "x".repeat(1000));
-    let last_round = |i: usize| (0..3).rev().find(|&round| i % (round + 1) == 0).unwrap_or(0);
+    let last_round = |i: usize| (0..3).rev().find(|&round| i.is_multiple_of(round + 1)).unwrap_or(0);
     let mut raw = server.raw();
     for round in 0..3 {
-        for i in (0..keys).filter(|i| i % (round + 1) == 0) {
+        for i in (0..keys).filter(|&i| i.is_multiple_of(round + 1)) {
             raw.expect(&["SET", &format!("k{i}"), &value(round, i)], Resp::ok());
         }
     }
