@@ -31,9 +31,10 @@
 //!   read in place from their encoding for replication (`version/view.rs`).
 //! - `varint`: postcard's variable-length integers written by hand, for
 //!   records and the peer bus's hot messages (`cluster/wire.rs`).
-//! - [`storage`]: the `Engine` trait with the fjall (disk), log (RAM plus an
-//!   append-only log) and memory engines, key layout, and durability (fsync
-//!   policy with group commit).
+//! - [`storage`]: the `Engine` trait with the disk (a write buffer and its
+//!   journal over fjall), log (RAM plus an append-only log) and memory
+//!   engines, the journal both durable engines share (`storage/journal.rs`),
+//!   key layout, and durability (fsync policy with group commit).
 //! - [`identity`]: node id and incarnation kept in the data dir.
 //! - [`sched`]: how the kernel schedules the node's threads (policy, time
 //!   slice).
