@@ -603,10 +603,10 @@ mod tests {
         logs
     }
 
-    /// Keys 0..n of slots spread over the record maps, each valued by `round`.
+    /// Keys 0..n, their slots spread over the record maps.
     fn keys(n: u16) -> Vec<StorageKey> {
         (0..n)
-            .map(|i| storage_key(i * 97 % 16384, 0, &i.to_be_bytes()))
+            .map(|i| storage_key((u32::from(i) * 97 % 16384) as u16, 0, &i.to_be_bytes()))
             .collect()
     }
 
