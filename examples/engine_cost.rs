@@ -6,7 +6,7 @@
 //! [--memtable-mb M]`
 //!
 //! Prints nanoseconds of process CPU (user + system, fjall's background
-//! threads included) per write for the disk engine (fjall), the log engine
+//! threads included) per write for the disk engine (a write buffer over fjall), the log engine
 //! and the memory engine, with the same random keys. A benchmark that prints numbers, not a
 //! test: read the two rows of one run side by side.
 
@@ -33,7 +33,7 @@ struct Args {
     /// Read only keys not written before, as a replica does once its record cache holds them.
     #[arg(long)]
     cache: bool,
-    /// The disk engine's memtable size, MiB (the server's default is 64).
+    /// The disk engine's write buffer: MiB of journal between two ingestions into fjall (the server's default is 64).
     #[arg(long, default_value_t = 64)]
     memtable_mb: u64,
 }
@@ -71,7 +71,7 @@ fn run(name: &str, engine: &dyn Engine, args: &Args) -> Result<(), Box<dyn std::
     }
     engine.flush()?;
     let wall = wall.elapsed();
-    // Let background flushes of full memtables finish, and count them.
+    // Let background ingestions of full write buffers finish, and count them.
     std::thread::sleep(Duration::from_secs(2));
     let cpu = cpu_time().saturating_sub(cpu);
     let per = |d: Duration| d.as_nanos() / args.ops as u128;

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use parking_lot::{Mutex, RwLock};
 
-use super::journal::{self, numbered_files, Journal, PENDING_MAX};
+use super::journal::{self, logs_in, Journal, PENDING_MAX};
 use super::log_frame::{Change, FrameBuilder};
 use super::{BatchOp, Engine, Ingested, MemoryEngine, Space, StorageError, Value, Visitor, KEY_PREFIX_LEN};
 
@@ -105,11 +105,7 @@ impl DiskEngine {
         let expiry = db.keyspace("expiry", options)?;
         let journal_dir = path.join(JOURNAL_DIR);
         std::fs::create_dir_all(&journal_dir)?;
-        let mut logs: Vec<u64> = numbered_files(&journal_dir)?
-            .into_iter()
-            .filter_map(|(_, number, ext)| number.filter(|_| ext == "log"))
-            .collect();
-        logs.sort_unstable();
+        let logs = logs_in(&journal_dir)?;
         let active = MemoryEngine::default();
         let mut cleared = Ok(());
         let journal = Journal::open(&journal_dir, &logs, 1, &mut |change| match change {
@@ -223,15 +219,14 @@ impl Shared {
         if let Some(sealed) = self.buffers.read().sealed.clone() {
             return Ok(sealed);
         }
-        let fresh = Arc::new(MemoryEngine::default());
-        let mut sealed = fresh.clone();
-        let next_log = self.journal.rotate(|next_log| {
+        let (_, sealed) = self.journal.rotate(|next_log| {
             let mut buffers = self.buffers.write();
-            sealed = std::mem::replace(&mut buffers.active, fresh);
-            buffers.sealed = Some((sealed.clone(), next_log));
+            let maps = std::mem::replace(&mut buffers.active, Arc::new(MemoryEngine::default()));
+            buffers.sealed = Some((maps.clone(), next_log));
             self.unsealed.store(0, Ordering::Relaxed);
+            (maps, next_log)
         })?;
-        Ok((sealed, next_log))
+        Ok(sealed)
     }
 }
 
@@ -367,10 +362,13 @@ impl Engine for DiskEngine {
 
     fn apply(&self, ops: &[BatchOp]) -> Result<(), StorageError> {
         for op in ops {
-            if let BatchOp::Put(space, _, value) = op {
-                if is_deleted(*space, value) || (*space == Space::Expiry && !value.is_empty()) {
-                    return Err(StorageError::InvalidValue);
-                }
+            let invalid = match op {
+                BatchOp::Put(Space::Records, _, value) => value.is_empty(),
+                BatchOp::Put(Space::Expiry, _, value) => !value.is_empty(),
+                BatchOp::Delete(..) => false,
+            };
+            if invalid {
+                return Err(StorageError::InvalidValue);
             }
         }
         let full = {
@@ -594,13 +592,7 @@ mod tests {
     }
 
     fn logs(engine: &DiskEngine) -> Vec<u64> {
-        let mut logs: Vec<u64> = numbered_files(&engine.shared.journal_dir)
-            .expect("list")
-            .into_iter()
-            .filter_map(|(_, n, ext)| n.filter(|_| ext == "log"))
-            .collect();
-        logs.sort_unstable();
-        logs
+        logs_in(&engine.shared.journal_dir).expect("list")
     }
 
     /// Keys 0..n, their slots spread over the record maps.

@@ -127,14 +127,14 @@ impl Journal {
     /// Cuts the journal: `at_cut` runs under the pending lock, so every frame
     /// added before it lands in the logs up to the active one, which is
     /// written and fsynced, and every frame after it in the new log. Returns
-    /// the new log's number, which `at_cut` is given too.
-    pub fn rotate(&self, at_cut: impl FnOnce(u64)) -> Result<u64, StorageError> {
+    /// the new log's number, which `at_cut` is given too, and what `at_cut` returned.
+    pub fn rotate<R>(&self, at_cut: impl FnOnce(u64) -> R) -> Result<(u64, R), StorageError> {
         let mut log = self.log.lock();
-        {
+        let cut = {
             let mut pending = self.pending.lock();
             log.unwritten.append(&mut pending);
-            at_cut(log.number + 1);
-        }
+            at_cut(log.number + 1)
+        };
         log.write_unwritten()?;
         // The old log must be durable before what replaces it is trusted.
         log.file.sync_data()?;
@@ -147,7 +147,7 @@ impl Journal {
         log.file = Arc::new(file);
         (log.number, log.len) = (number, 0);
         log.since_rotation = 0;
-        Ok(number)
+        Ok((number, cut))
     }
 
     /// Bytes written since the last rotation.
@@ -189,6 +189,16 @@ pub fn numbered_files(dir: &Path) -> Result<Vec<(PathBuf, Option<u64>, String)>,
         files.push((path, number, ext));
     }
     Ok(files)
+}
+
+/// The numbers of the logs in `dir`, ascending.
+pub fn logs_in(dir: &Path) -> Result<Vec<u64>, StorageError> {
+    let mut logs: Vec<u64> = numbered_files(dir)?
+        .into_iter()
+        .filter_map(|(_, number, ext)| number.filter(|_| ext == "log"))
+        .collect();
+    logs.sort_unstable();
+    Ok(logs)
 }
 
 /// Deletes the snapshots and logs numbered below `first`.

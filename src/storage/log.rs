@@ -150,7 +150,7 @@ impl Shared {
     /// files before it.
     fn rewrite(&self) -> Result<(), StorageError> {
         // Changes after the cut are in log N+1 and, maybe, in the snapshot too: replaying them over it ends the same.
-        let number = self.journal.rotate(|_| {})?;
+        let (number, ()) = self.journal.rotate(|_| {})?;
         let tmp = file_path(&self.dir, number, "snap.tmp");
         let size = self.write_snapshot(&tmp)?;
         std::fs::rename(&tmp, file_path(&self.dir, number, "snap"))?;
