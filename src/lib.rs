@@ -39,7 +39,10 @@
 //! - [`sched`]: how the kernel schedules the node's threads (policy, time
 //!   slice).
 //! - [`node`]: state shared by all connections; [`run`] starts a node.
+//! - [`allocator`]: mimalloc as the binary's global allocator, asked as
+//!   `System` asks malloc.
 
+pub mod allocator;
 pub mod cache;
 pub mod clock;
 pub mod cluster;

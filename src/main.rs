@@ -11,7 +11,7 @@ use tracing_subscriber::EnvFilter;
 /// Commands allocate small buffers at a high rate; mimalloc does that in a
 /// fraction of glibc malloc's instructions and fragments less.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: ringkv::allocator::Allocator = ringkv::allocator::Allocator;
 
 /// `mi_option_purge_delay` in mimalloc.h (the Rust bindings do not name it).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
