@@ -6,8 +6,9 @@
 //! allocation of it takes the same slow path (microsoft/mimalloc#889): about 180 instructions instead of 25, a
 //! little over one allocation per request on a cluster node under `SET -P 16` (callgrind, gdb on
 //! `mi_theap_malloc_zero_aligned_at_overalloc`). Plain `mi_malloc` already aligns every block to 16 bytes, or to
-//! its size if smaller (its size classes are multiples of 16 from 16 bytes up), so layouts within that go there;
-//! larger alignments keep going to `mi_malloc_aligned`. No crate offers this.
+//! its size if smaller (on 64-bit targets its size classes are multiples of 16 from 16 bytes up; the test below
+//! checks it wherever it runs), so layouts within that go there; larger alignments keep going to
+//! `mi_malloc_aligned`. No crate offers this.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::ffi::c_void;
