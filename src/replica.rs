@@ -321,15 +321,6 @@ impl Replica {
         }))
     }
 
-    /// [`Replica::read`]'s record together with its encoding: a quorum read compares the peers' copies with it byte
-    /// for byte instead of decoding them (the encoding is canonical, so equal bytes are equal records).
-    pub fn read_copy(&self, db: u8, key: &[u8]) -> CommandResult<Option<EncodedRecord>> {
-        if key.len() > self.engine.max_key_len() {
-            return Ok(None);
-        }
-        Ok(self.load_as(&self.stored_key(db, key)?, Clone::clone)?)
-    }
-
     /// Read-modify-write of one key: `decide` sees the key's current state and
     /// says what to write; it runs under the key's lock.
     pub fn update<T>(

@@ -52,7 +52,7 @@ pub use basis::Basis;
 
 use crate::varint::{put_varint, varint_len};
 pub(crate) use view::Encoded;
-pub use view::RecordView;
+pub use view::{RecordView, StoredSiblings};
 
 /// Identifies a writer: a node id plus the incarnation created with its data
 /// directory, hashed. It must never be reused by a node that lost its disk,

@@ -7,15 +7,14 @@
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
-use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::coordinator::Found;
 use crate::error::CommandResult;
-use crate::version::Record;
 
 /// A key's merged record from R replicas, or why not.
-type Answer = CommandResult<Option<Arc<Record>>>;
+type Answer = CommandResult<Option<Found>>;
 
 tokio::task_local! {
     static PREREAD: Preread;
@@ -62,19 +61,22 @@ pub fn take(db: u8, key: &[u8]) -> Option<Answer> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::error::CommandError;
+    use crate::version::Record;
 
     fn answer(value: &'static [u8]) -> Answer {
         let mut record = Record::default();
         record
             .supersede(1, Some(Bytes::from_static(value)), None, 1)
             .map_err(|_| CommandError::NoReplica)?;
-        Ok(Some(Arc::new(record)))
+        Ok(Some(Found::Decoded(Arc::new(record))))
     }
 
     fn value(answer: Option<Answer>) -> Option<Bytes> {
-        let record = answer?.ok()??;
+        let record = answer?.ok()??.record().ok()?;
         record.siblings.first()?.value.clone()
     }
 

@@ -39,8 +39,8 @@ pub async fn exists(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
     let now = now_ms();
     let mut found = 0;
     for record in ctx.node.coordinator.read_many(ctx.scope(), &argv[1..]).await {
-        if record?.is_some_and(|r| r.live(now).next().is_some()) {
-            found += 1;
+        if let Some(record) = record? {
+            found += i64::from(record.has_live(now)?);
         }
     }
     Ok(Reply::Int(found))
@@ -49,7 +49,10 @@ pub async fn exists(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
 /// TYPE key: ringkv stores strings only.
 pub async fn type_of(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
     let record = ctx.node.coordinator.read(ctx.scope(), &argv[1]).await?;
-    let live = record.is_some_and(|r| r.live(now_ms()).next().is_some());
+    let live = match record {
+        Some(record) => record.has_live(now_ms())?,
+        None => false,
+    };
     Ok(Reply::Status(if live { "string" } else { "none" }))
 }
 

@@ -138,7 +138,7 @@ pub async fn split(node: &Arc<Node>, session: &Session, cmd: Cmd, argv: &[Bytes]
                 let now = crate::clock::now_ms();
                 let keys: Vec<Bytes> = pairs.iter().map(|(key, _)| (*key).clone()).collect();
                 for record in node.coordinator.read_many(session.scope(), &keys).await {
-                    if record?.is_some_and(|r| r.live(now).next().is_some()) {
+                    if record?.map(|found| found.has_live(now)).transpose()? == Some(true) {
                         return Ok(Reply::Int(0));
                     }
                 }

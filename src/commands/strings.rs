@@ -7,24 +7,24 @@ use bytes::{Bytes, BytesMut};
 
 use super::{is, parse_f64, parse_i64, Ctx};
 use crate::clock::now_ms;
+use crate::cluster::coordinator::{Found, Presented};
 use crate::config::ConflictMode;
 use crate::error::{CommandError, CommandResult};
 use crate::node::Stats;
 use crate::replica::{Current, Mutation};
 use crate::server::reply::{format_double, Reply};
-use crate::version::{Record, Sibling, VersionVector};
+use crate::version::{Sibling, VersionVector};
 
-/// The reply for a read of `record`: nil, one value, or every concurrent value.
-pub fn read_reply(record: Option<&Record>, conflicts: ConflictMode) -> Reply {
-    let Some(record) = record else {
-        return Reply::Nil;
+/// The reply for a read of `found`: nil, one value, or every concurrent value.
+pub fn read_reply(found: Option<&Found>, conflicts: ConflictMode) -> CommandResult<Reply> {
+    let Some(found) = found else {
+        return Ok(Reply::Nil);
     };
-    let now = now_ms();
-    match Current::of(record, now, conflicts) {
-        Current::Missing => Reply::Nil,
-        Current::Value(one) => Reply::bulk_or_nil(one.value.clone()),
-        Current::Conflict(_) => Reply::Array(record.live(now).map(|s| Reply::bulk_or_nil(s.value.clone())).collect()),
-    }
+    Ok(match found.presented(now_ms(), conflicts)? {
+        Presented::Missing => Reply::Nil,
+        Presented::One(value) => Reply::Bulk(value),
+        Presented::Many(values) => Reply::Array(values.into_iter().map(Reply::Bulk).collect()),
+    })
 }
 
 /// The single live value (with its expiry) of a key, for read-only commands
@@ -33,7 +33,10 @@ pub async fn single_sibling(ctx: &mut Ctx<'_>, key: &[u8]) -> CommandResult<Opti
     let record = ctx.node.coordinator.read(ctx.scope(), key).await?;
     let conflicts = ctx.node.coordinator.local().conflicts();
     match record {
-        Some(record) => Ok(Current::of(&record, now_ms(), conflicts).value()?.cloned()),
+        Some(found) => {
+            let record = found.record()?;
+            Ok(Current::of(&record, now_ms(), conflicts).value()?.cloned())
+        }
         None => Ok(None),
     }
 }
@@ -45,7 +48,7 @@ fn value_of(sibling: &Sibling) -> Bytes {
 /// GET key
 pub async fn get(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
     let record = ctx.node.coordinator.read(ctx.scope(), &argv[1]).await?;
-    let reply = read_reply(record.as_deref(), ctx.node.coordinator.local().conflicts());
+    let reply = read_reply(record.as_ref(), ctx.node.coordinator.local().conflicts())?;
     let stats = &ctx.node.stats;
     Stats::bump(if reply == Reply::Nil {
         &stats.misses
@@ -244,7 +247,7 @@ pub async fn getex(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
     };
     let Some(expiry) = expiry else {
         let record = ctx.node.coordinator.read(ctx.scope(), &argv[1]).await?;
-        return Ok(read_reply(record.as_deref(), ctx.node.coordinator.local().conflicts()));
+        return read_reply(record.as_ref(), ctx.node.coordinator.local().conflicts());
     };
     ctx.node
         .coordinator
@@ -267,7 +270,7 @@ pub async fn mget(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
     let conflicts = ctx.node.coordinator.local().conflicts();
     let mut replies = Vec::with_capacity(argv.len() - 1);
     for record in ctx.node.coordinator.read_many(ctx.scope(), &argv[1..]).await {
-        replies.push(read_reply(record?.as_deref(), conflicts));
+        replies.push(read_reply(record?.as_ref(), conflicts)?);
     }
     Ok(Reply::Array(replies))
 }
@@ -279,6 +282,7 @@ pub async fn vget(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
     let Some(record) = record else {
         return Ok(Reply::Array(vec![Reply::bulk_static(b"")]));
     };
+    let record = record.record()?;
     let mut reply = vec![Reply::Bulk(Bytes::from(record.context.encode_token()))];
     reply.extend(record.live(now_ms()).map(|s| Reply::Bulk(value_of(s))));
     Ok(Reply::Array(reply))

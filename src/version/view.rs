@@ -102,6 +102,75 @@ impl<'a> RecordView<'a> {
     }
 }
 
+/// The siblings of a record this node stored, read in place for what a read answers. The bytes were checked (or
+/// encoded here) when written, so only their layout is read: the context and each sibling's dot and timestamp are
+/// passed over (only a last-writer-wins choice among live siblings reads them), and [`RecordView::decode`]'s
+/// invariants, whose checks cost more than the read, are not checked again.
+#[derive(Debug)]
+pub struct StoredSiblings<'a>(SmallVec<[StoredSibling<'a>; 2]>);
+
+/// One sibling of [`StoredSiblings`]: its dot and timestamp still encoded.
+#[derive(Debug)]
+struct StoredSibling<'a> {
+    versioning: &'a [u8],
+    value: Option<&'a [u8]>,
+    expire_at_ms: Option<u64>,
+}
+
+impl<'a> StoredSiblings<'a> {
+    /// The siblings of `bytes`, or `None` if they do not hold a record.
+    pub fn read(bytes: &'a [u8]) -> Option<StoredSiblings<'a>> {
+        let mut input = Encoded(bytes);
+        for _ in 0..input.varint()? {
+            input.skip_varint()?;
+            input.skip_varint()?;
+        }
+        let mut siblings = SmallVec::new();
+        for _ in 0..input.varint()? {
+            let start = input.0;
+            for _ in 0..3 {
+                input.skip_varint()?;
+            }
+            let versioning = &start[..start.len() - input.0.len()];
+            let value = if input.is_some()? { Some(input.bytes()?) } else { None };
+            let expire_at_ms = if input.is_some()? { Some(input.varint()?) } else { None };
+            siblings.push(StoredSibling {
+                versioning,
+                value,
+                expire_at_ms,
+            });
+        }
+        input.0.is_empty().then_some(StoredSiblings(siblings))
+    }
+
+    /// The live values at `now_ms` in dot order, as [`Record::live`](super::Record::live) gives them.
+    pub fn live(&self, now_ms: u64) -> impl Iterator<Item = &'a [u8]> + '_ {
+        self.0.iter().filter_map(move |s| s.live_value(now_ms))
+    }
+
+    /// The value of [`Record::lww_winner`](super::Record::lww_winner).
+    pub fn lww_winner(&self, now_ms: u64) -> Option<&'a [u8]> {
+        let live = self.0.iter().filter(|s| s.live_value(now_ms).is_some());
+        live.max_by_key(|s| s.rank()).and_then(|s| s.value)
+    }
+}
+
+impl<'a> StoredSibling<'a> {
+    /// The value, if it is live at `now_ms` ([`Sibling::is_live`](super::Sibling::is_live)).
+    fn live_value(&self, now_ms: u64) -> Option<&'a [u8]> {
+        self.value.filter(|_| self.expire_at_ms.is_none_or(|at| now_ms < at))
+    }
+
+    /// `(timestamp, dot)`, which orders siblings for last-writer-wins; zeros if unreadable ([`StoredSiblings::read`]
+    /// passed over these bytes, so they are whole varints).
+    fn rank(&self) -> (u64, Dot) {
+        let mut input = Encoded(self.versioning);
+        let mut next = || input.varint().unwrap_or_default();
+        let (actor, counter, timestamp) = (next(), next(), next());
+        (timestamp, Dot { actor, counter })
+    }
+}
+
 /// Joins the low seven bits of each of the eight little-endian bytes of `word` into one 56-bit number.
 fn seven_bit_groups(word: u64) -> u64 {
     let x = word & 0x7f7f_7f7f_7f7f_7f7f;
@@ -158,6 +227,25 @@ impl<'a> Encoded<'a> {
         Some(low | u64::from(ninth & 0x7f) << 56 | u64::from(tenth) << 63)
     }
 
+    /// Passes over a varint ([`Encoded::varint`]'s), without joining its bits.
+    pub(crate) fn skip_varint(&mut self) -> Option<()> {
+        let Some(word) = self.0.first_chunk::<8>().map(|w| u64::from_le_bytes(*w)) else {
+            return self.varint_bytewise().map(drop);
+        };
+        let ends = !word & 0x8080_8080_8080_8080;
+        let len = if ends != 0 {
+            ends.trailing_zeros() as usize / 8 + 1
+        } else if *self.0.get(8)? & 0x80 == 0 {
+            9
+        } else if *self.0.get(9)? <= 1 {
+            10
+        } else {
+            return None;
+        };
+        self.0 = &self.0[len..];
+        Some(())
+    }
+
     /// [`Encoded::varint`] near the end of the bytes, where eight are not left.
     fn varint_bytewise(&mut self) -> Option<u64> {
         let mut out = 0;
@@ -207,12 +295,19 @@ mod tests {
                 input.varint().map(|n| (n, input.0.len()))
             };
             let theirs = |bytes: &[u8]| postcard::take_from_bytes::<u64>(bytes).ok().map(|(n, rest)| (n, rest.len()));
+            let skipped = |bytes: &[u8]| {
+                let mut input = Encoded(bytes);
+                input.skip_varint().map(|()| input.0.len())
+            };
             prop_assert_eq!(ours(&bytes), theirs(&bytes));
+            prop_assert_eq!(skipped(&bytes), theirs(&bytes).map(|(_, rest)| rest));
             // Every length of encoding, with fewer or more than eight bytes behind it.
             let mut encoded = postcard::to_stdvec(&(number >> (number % 64))).expect("encodes");
             encoded.extend(std::iter::repeat_n(0x80, pad));
-            prop_assert_eq!(ours(&encoded), theirs(&encoded));
-            prop_assert_eq!(ours(&encoded[..encoded.len() - pad]), theirs(&encoded[..encoded.len() - pad]));
+            for bytes in [&encoded[..], &encoded[..encoded.len() - pad]] {
+                prop_assert_eq!(ours(bytes), theirs(bytes));
+                prop_assert_eq!(skipped(bytes), theirs(bytes).map(|(_, rest)| rest));
+            }
         }
     }
 

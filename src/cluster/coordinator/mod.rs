@@ -15,13 +15,17 @@
 //! local replica.
 //!
 //! Layout: this file holds routing, writes and cluster-wide listings;
-//! `reads.rs` the quorum reads and read repair; `forward.rs` the forwarding
+//! `reads.rs` the quorum reads and read repair; `found.rs` what a read
+//! answers (the stored bytes, decoded only if needed); `forward.rs` the forwarding
 //! of writes to their coordinator. A pipeline's commands share messages: its
 //! forwards to one coordinator travel together, and its reads ask each
 //! replica once.
 
 mod forward;
+mod found;
 mod reads;
+
+pub use found::{Found, Presented};
 
 use std::future::Future;
 use std::ops::RangeInclusive;

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use smallvec::SmallVec;
 
-use super::{ClusterStats, Coordinator, Peers, Scope};
+use super::{ClusterStats, Coordinator, Found, Peers, Scope};
 use crate::cluster::messages::{PeerRequest, PeerResponse};
 use crate::cluster::preread;
 use crate::cluster::ring::MemberIndex;
@@ -23,9 +23,9 @@ use crate::version::Record;
 impl Coordinator {
     /// The merged record of `key` from R replicas; stale replicas are repaired
     /// in the background.
-    pub async fn read(&self, scope: Scope, key: &[u8]) -> CommandResult<Option<Arc<Record>>> {
+    pub async fn read(&self, scope: Scope, key: &[u8]) -> CommandResult<Option<Found>> {
         let Some(peers) = &self.peers else {
-            return self.local.read(scope.db, key);
+            return self.read_here(scope.db, key);
         };
         if let Some(answer) = preread::take(scope.db, key) {
             return answer;
@@ -36,7 +36,7 @@ impl Coordinator {
         let (need, _) = self.quorums(scope);
         let local_replica = list.contains(&me);
         if need == 1 && local_replica {
-            return self.local.read(scope.db, key);
+            return self.read_here(scope.db, key);
         }
         let key = Bytes::copy_from_slice(key);
         let mut pending = self.ask_encoded(peers, list, scope.db, &key, None);
@@ -51,7 +51,7 @@ impl Coordinator {
                 None => break,
             }
         }
-        let merged = merge_copies(&copies).map(|copy| copy.record);
+        let merged = merge_copies(&copies).map(ReplicaCopy::found);
         if copies.len() < need {
             Stats::bump(&self.stats.quorum_failures);
             return Err(CommandError::ReadQuorum {
@@ -93,12 +93,17 @@ impl Coordinator {
             .collect()
     }
 
-    /// This node's copy of `key` for a quorum read.
+    /// This node's copy of `key` for a quorum read: its bytes, not decoded (see [`Found`]).
     fn local_copy(&self, db: u8, key: &[u8]) -> CommandResult<Option<ReplicaCopy>> {
-        Ok(self.local.read_copy(db, key)?.map(|local| ReplicaCopy {
-            record: local.record,
-            encoded: Some(local.encoded),
+        Ok(self.local.read_encoded(db, key)?.map(|encoded| ReplicaCopy {
+            record: None,
+            encoded: Some(encoded),
         }))
+    }
+
+    /// The local replica's record of `key`, where it alone answers.
+    fn read_here(&self, db: u8, key: &[u8]) -> CommandResult<Option<Found>> {
+        Ok(self.local.read(db, key)?.map(Found::Decoded))
     }
 
     /// Once the replicas still pending have answered, sends the merge of all
@@ -142,9 +147,9 @@ impl Coordinator {
     /// [`Coordinator::read`] of several keys at once: each replica is asked once for all the keys it holds, and
     /// each key is answered (or refused) once R replicas have answered for it. Stale copies are repaired in the
     /// background once every replica has answered.
-    pub async fn read_many(&self, scope: Scope, keys: &[Bytes]) -> Vec<CommandResult<Option<Arc<Record>>>> {
+    pub async fn read_many(&self, scope: Scope, keys: &[Bytes]) -> Vec<CommandResult<Option<Found>>> {
         let Some(peers) = &self.peers else {
-            return keys.iter().map(|key| self.local.read(scope.db, key)).collect();
+            return keys.iter().map(|key| self.read_here(scope.db, key)).collect();
         };
         let (db, me, ring) = (scope.db, self.membership.me(), self.membership.ring());
         let (need, _) = self.quorums(scope);
@@ -217,7 +222,7 @@ impl Coordinator {
                         replicas: list.len(),
                     })
                 }
-                None => Ok(merge_copies(found).map(|copy| copy.record)),
+                None => Ok(merge_copies(found).map(ReplicaCopy::found)),
             })
             .collect();
         if asked {
@@ -239,24 +244,49 @@ impl Coordinator {
     }
 }
 
-/// One replica's copy of a key: the record, and its encoding (which a merge of differing copies lacks until it is
-/// encoded). The encoding is canonical, so a copy whose bytes equal another's is that record: it is neither decoded
-/// nor compared field by field, and read repair skips it.
+/// One replica's copy of a key: its encoding, and the record once decoded; at least one of them. The local copy
+/// is not decoded until a merge needs it; a peer's copy is, unless its bytes equal a copy in hand. A merge of
+/// differing copies lacks an encoding until one is made. The encoding is canonical, so a copy whose bytes equal
+/// another's is that record: it is neither decoded nor compared field by field, and read repair skips it.
 #[derive(Clone)]
 struct ReplicaCopy {
-    record: Arc<Record>,
+    record: Option<Arc<Record>>,
     encoded: Option<Bytes>,
 }
 
 impl ReplicaCopy {
+    /// The record, decoded if it was not; `None` (logged) if its bytes do not decode, which for a peer's copy
+    /// [`add_copy`] ruled out and for the local one means a damaged store.
+    fn record(&self) -> Option<Arc<Record>> {
+        if let Some(record) = &self.record {
+            return Some(record.clone());
+        }
+        let decoded = self.encoded.as_deref().and_then(Record::decode).map(Arc::new);
+        if decoded.is_none() {
+            tracing::warn!("a stored copy does not decode: read as if absent");
+        }
+        decoded
+    }
+
     /// Whether `self` and `other` are the same record.
     fn same(&self, other: &ReplicaCopy) -> bool {
-        if Arc::ptr_eq(&self.record, &other.record) {
-            return true;
+        if let (Some(a), Some(b)) = (&self.record, &other.record) {
+            if Arc::ptr_eq(a, b) {
+                return true;
+            }
         }
         match (&self.encoded, &other.encoded) {
             (Some(a), Some(b)) => a == b,
-            _ => self.record == other.record,
+            _ => self.record() == other.record(),
+        }
+    }
+
+    /// What a read answers with: the bytes where no record was decoded.
+    fn found(self) -> Found {
+        match (self.record, self.encoded) {
+            (Some(record), _) => Found::Decoded(record),
+            (None, Some(encoded)) => Found::Stored(encoded),
+            (None, None) => Found::Decoded(Arc::default()),
         }
     }
 }
@@ -280,7 +310,7 @@ fn add_copy(copies: &mut Copies, m: MemberIndex, answer: Option<Bytes>) {
     let record = match known {
         Some(record) => record,
         None => match Record::decode(&bytes) {
-            Some(record) => Arc::new(record),
+            Some(record) => Some(Arc::new(record)),
             None => return,
         },
     };
@@ -311,20 +341,23 @@ impl Repairer {
         let Some(mut merged) = merge_copies(&copies) else {
             return;
         };
+        let Some(record) = merged.record() else {
+            return;
+        };
         for (m, copy) in copies {
             if copy.as_ref().is_some_and(|copy| copy.same(&merged)) {
                 continue;
             }
             Stats::bump(&self.stats.read_repairs);
             if m == self.me {
-                if let Err(e) = self.local.merge(db, key, &merged.record) {
+                if let Err(e) = self.local.merge(db, key, &record) {
                     tracing::warn!("read repair of the local copy failed: {e}");
                 }
                 continue;
             }
             let record = merged
                 .encoded
-                .get_or_insert_with(|| Bytes::from(merged.record.encode()))
+                .get_or_insert_with(|| Bytes::from(record.encode()))
                 .clone();
             let request = PeerRequest::Merge {
                 db,
@@ -365,10 +398,17 @@ fn merge_copies(copies: &[(MemberIndex, Option<ReplicaCopy>)]) -> Option<Replica
                     acc.encoded = copy.encoded.clone();
                 }
             }
-            Some(acc) => {
-                Arc::make_mut(&mut acc.record).merge(&copy.record);
-                acc.encoded = None;
-            }
+            Some(acc) => match (acc.record(), copy.record()) {
+                (Some(mut record), Some(other)) => {
+                    Arc::make_mut(&mut record).merge(&other);
+                    *acc = ReplicaCopy {
+                        record: Some(record),
+                        encoded: None,
+                    };
+                }
+                (None, Some(_)) => *acc = copy.clone(),
+                _ => {}
+            },
         }
     }
     merged
@@ -397,10 +437,14 @@ mod tests {
         add_copy(&mut copies, 0, encoded(&one));
         add_copy(&mut copies, 1, encoded(&one));
         let (first, second) = (copies[0].1.as_ref().expect("held"), copies[1].1.as_ref().expect("held"));
-        assert!(Arc::ptr_eq(&first.record, &second.record), "decoded once");
+        let (first, second) = (
+            first.record.as_ref().expect("decoded"),
+            second.record.as_ref().expect("shared"),
+        );
+        assert!(Arc::ptr_eq(first, second), "decoded once");
         assert!(all_same(&copies), "no repair");
         let merged = merge_copies(&copies).expect("merged");
-        assert_eq!(*merged.record, one);
+        assert_eq!(*merged.record().expect("decodes"), one);
         assert_eq!(merged.encoded, encoded(&one), "the merge is a copy unchanged");
         assert!(copies
             .iter()
@@ -420,7 +464,7 @@ mod tests {
         let merged = merge_copies(&copies).expect("merged");
         let mut expected = a.clone();
         expected.merge(&b);
-        assert_eq!(*merged.record, expected);
+        assert_eq!(*merged.record().expect("decodes"), expected);
         assert_eq!(merged.encoded, None);
         let stale: Vec<MemberIndex> = copies
             .iter()
@@ -429,6 +473,36 @@ mod tests {
             .collect();
         assert_eq!(stale, [0, 1, 2]);
         assert!(merge_copies(&[(0, None)]).is_none());
+    }
+
+    #[test]
+    fn the_local_copy_is_decoded_only_when_a_peer_differs_and_a_damaged_one_reads_as_absent() {
+        let (one, other) = (record(1, b"v"), record(2, b"w"));
+        let local = |encoded| Some(ReplicaCopy { record: None, encoded });
+        let mut equal = Copies::new();
+        equal.push((0, local(encoded(&one))));
+        add_copy(&mut equal, 1, encoded(&one));
+        assert!(
+            equal
+                .iter()
+                .all(|(_, copy)| copy.as_ref().is_some_and(|c| c.record.is_none())),
+            "nothing decoded"
+        );
+        assert!(all_same(&equal));
+        assert!(
+            matches!(merge_copies(&equal).expect("held").found(), Found::Stored(bytes) if Some(&bytes) == encoded(&one).as_ref())
+        );
+        let mut differ = Copies::new();
+        differ.push((0, local(encoded(&one))));
+        add_copy(&mut differ, 1, encoded(&other));
+        assert!(!all_same(&differ));
+        let mut expected = one.clone();
+        expected.merge(&other);
+        assert!(matches!(merge_copies(&differ).expect("held").found(), Found::Decoded(r) if *r == expected));
+        let mut damaged = Copies::new();
+        damaged.push((0, local(Some(Bytes::from_static(b"\xff\xff")))));
+        add_copy(&mut damaged, 1, encoded(&other));
+        assert!(matches!(merge_copies(&damaged).expect("held").found(), Found::Decoded(r) if *r == other));
     }
 
     #[test]
