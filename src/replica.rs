@@ -280,6 +280,23 @@ impl Replica {
         Ok(taken)
     }
 
+    /// Calls `read` with the stored bytes of `stored`, for a writer holding the key's lock over an engine that keeps
+    /// its recent writes: from those, else from the read cache, else from the engine. Under the lock the cache's copy
+    /// is current, as writers make it forget what they change; after an ingestion it holds what left the write
+    /// buffer, which writers would otherwise look up in the LSM tree, a block search each.
+    fn read_locked(&self, stored: &[u8], read: &mut dyn FnMut(Option<&[u8]>)) -> Result<(), StorageError> {
+        if self.engine.read_recent(stored, read)? {
+            return Ok(());
+        }
+        if let Some(cache) = &self.cache {
+            if let Lookup::Hit(encoded) = cache.get(stored, |held| held.encoded.clone()) {
+                read(encoded.as_deref());
+                return Ok(());
+            }
+        }
+        self.engine.read_with(stored, read)
+    }
+
     /// Loads a record to change it (a copy if the cache shares it).
     fn load_mut(&self, stored: &[u8]) -> Result<Record, StorageError> {
         Ok(self.load(stored)?.map(Arc::unwrap_or_clone).unwrap_or_default())
@@ -397,7 +414,7 @@ impl Replica {
         let _guard = self.locks[Self::stripe(&stored)].lock();
         let now = now_ms();
         let mut held: Result<(VersionVector, Option<u64>, Basis), StorageError> = Err(StorageError::Corrupt);
-        self.engine.read_with(&stored, &mut |bytes| {
+        self.read_locked(&stored, &mut |bytes| {
             held = match bytes {
                 None => Ok((VersionVector::default(), None, Basis::new(None, None, None))),
                 Some(bytes) => RecordView::decode(bytes)
@@ -441,7 +458,7 @@ impl Replica {
             }
         } else {
             let mut held = Ok(Held::Settled);
-            self.engine.read_with(&stored, &mut |bytes| {
+            self.read_locked(&stored, &mut |bytes| {
                 if let Some(basis) = basis.filter(|basis| basis.replaced(bytes)) {
                     // The record the incoming one was written over: it subsumes it.
                     held = Ok(Held::Replaced(basis.replaced_expiry, basis.expiry));
