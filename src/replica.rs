@@ -943,6 +943,35 @@ mod tests {
     }
 
     #[test]
+    fn writes_after_an_ingestion_see_the_records_it_handed_to_the_cache() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (replica, disk) = disk_replica_and_engine(dir.path(), 1);
+        let values = |replica: &Replica| -> Vec<Bytes> {
+            let record = replica.read(0, b"k").expect("read").expect("stored");
+            record.live(0).filter_map(|s| s.value.clone()).collect()
+        };
+        replica
+            .put_returning(0, b"k", Bytes::from_static(b"v1"), None)
+            .expect("put");
+        disk.ingest_now().expect("ingest");
+        replica
+            .put_returning(0, b"k", Bytes::from_static(b"v2"), None)
+            .expect("put");
+        assert_eq!(values(&replica), [Bytes::from_static(b"v2")], "v2 supersedes v1");
+        // Another writer's value that never saw v2: kept beside it.
+        let mut concurrent = Record::default();
+        concurrent
+            .supersede(2, Some(Bytes::from_static(b"w")), None, 1)
+            .expect("write");
+        disk.ingest_now().expect("ingest");
+        let encoded = Bytes::from(concurrent.encode());
+        replica.merge_encoded(0, b"k", &encoded, None).expect("merge");
+        let mut kept = values(&replica);
+        kept.sort();
+        assert_eq!(kept, [Bytes::from_static(b"v2"), Bytes::from_static(b"w")], "siblings");
+    }
+
+    #[test]
     fn records_the_write_buffer_ingests_are_handed_to_the_read_cache() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (replica, disk) = disk_replica_and_engine(dir.path(), 1);
