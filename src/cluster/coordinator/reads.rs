@@ -101,9 +101,9 @@ impl Coordinator {
         }))
     }
 
-    /// The local replica's record of `key`, where it alone answers.
+    /// The local replica's record of `key`, where it alone answers: its bytes, as for a quorum read.
     fn read_here(&self, db: u8, key: &[u8]) -> CommandResult<Option<Found>> {
-        Ok(self.local.read(db, key)?.map(Found::Decoded))
+        Ok(self.local.read_encoded(db, key)?.map(Found::Stored))
     }
 
     /// Once the replicas still pending have answered, sends the merge of all
