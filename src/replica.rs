@@ -314,7 +314,9 @@ impl Replica {
         }
     }
 
-    /// The record of `key`, if stored (possibly holding only tombstones or expired values).
+    /// The record of `key`, if stored (possibly holding only tombstones or expired values), decoded: for tests, as
+    /// commands read through [`Replica::read_encoded`] and decode only what they need.
+    #[cfg(test)]
     pub fn read(&self, db: u8, key: &[u8]) -> CommandResult<Option<Arc<Record>>> {
         if key.len() > self.engine.max_key_len() {
             // It cannot have been stored, so it does not exist.
@@ -324,8 +326,8 @@ impl Replica {
         Ok(self.load(&stored)?)
     }
 
-    /// [`Replica::read`]'s record as [`Record::encode`] gives it, for a peer: the stored bytes, or the cache's, with
-    /// no decode and no encode; the peer decodes them as it would any copy.
+    /// The record of `key` as [`Record::encode`] gives it, for a read or a peer: the stored bytes, or the cache's, with
+    /// no decode and no encode; a reader decodes what it needs of them ([`Found`](crate::cluster::coordinator::Found)).
     pub fn read_encoded(&self, db: u8, key: &[u8]) -> CommandResult<Option<Bytes>> {
         if key.len() > self.engine.max_key_len() {
             return Ok(None);
