@@ -505,7 +505,15 @@ impl Engine for DiskEngine {
     }
 
     fn read_recent(&self, key: &[u8], read: &mut dyn FnMut(Option<&[u8]>)) -> Result<bool, StorageError> {
-        Ok(self.shared.read_buffered(key, read))
+        if self.shared.read_buffered(key, read) {
+            return Ok(true);
+        }
+        // Nothing in fjall either: absent, and the record cache in front need not be asked nor told.
+        let absent = !self.shared.lsm_holds_records.load(Ordering::Acquire);
+        if absent {
+            read(None);
+        }
+        Ok(absent)
     }
 
     fn sync(&self) -> Result<(), StorageError> {
@@ -675,8 +683,20 @@ mod tests {
             put(&engine, b"k", b"v");
             assert_eq!(get(&engine, b"k").as_deref(), Some(&b"v"[..]));
             assert_eq!(get(&engine, b"absent"), None);
+            let recent = |key: &[u8]| {
+                let mut seen = None;
+                let answered = engine.read_recent(key, &mut |v| seen = Some(v.map(<[u8]>::to_vec)));
+                if !answered.expect("read") {
+                    assert!(seen.is_none(), "called without answering");
+                    return None;
+                }
+                Some(seen.expect("called"))
+            };
+            assert_eq!(recent(b"absent"), Some(None), "absent, told without fjall");
             engine.ingest_now().expect("ingest");
             assert!(holds(&engine), "after an ingestion");
+            assert_eq!(recent(b"k"), None, "no longer recent: ask further");
+            assert_eq!(recent(b"absent"), None, "fjall may hold it");
             assert_eq!(
                 get(&engine, b"k").as_deref(),
                 Some(&b"v"[..]),

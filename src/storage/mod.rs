@@ -148,7 +148,8 @@ pub trait Engine: Send + Sync + 'static {
     /// writes apart ignore this.
     fn watch_ingested(&self, _listener: Arc<Ingested>) {}
     /// Calls `read` with a record written lately and returns true, where the engine holds it in RAM
-    /// ([`Engine::keeps_recent_writes`]); returns false without calling it otherwise.
+    /// ([`Engine::keeps_recent_writes`]), or with `None` where it holds nothing older either, so the key is absent;
+    /// returns false without calling it otherwise.
     fn read_recent(&self, _key: &[u8], _read: &mut dyn FnMut(Option<&[u8]>)) -> Result<bool, StorageError> {
         Ok(false)
     }
