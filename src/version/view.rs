@@ -55,8 +55,7 @@ impl<'a> RecordView<'a> {
                 counter: input.varint()?,
             };
             let timestamp_ms = input.varint()?;
-            let value = if input.is_some()? { Some(input.bytes()?) } else { None };
-            let expire_at_ms = if input.is_some()? { Some(input.varint()?) } else { None };
+            let (value, expire_at_ms) = input.value_and_expiry()?;
             siblings.push(SiblingView {
                 dot,
                 timestamp_ms,
@@ -132,8 +131,7 @@ impl<'a> StoredSiblings<'a> {
                 input.skip_varint()?;
             }
             let versioning = &start[..start.len() - input.0.len()];
-            let value = if input.is_some()? { Some(input.bytes()?) } else { None };
-            let expire_at_ms = if input.is_some()? { Some(input.varint()?) } else { None };
+            let (value, expire_at_ms) = input.value_and_expiry()?;
             siblings.push(StoredSibling {
                 versioning,
                 value,
@@ -225,6 +223,13 @@ impl<'a> Encoded<'a> {
         }
         self.0 = &self.0[10..];
         Some(low | u64::from(ninth & 0x7f) << 56 | u64::from(tenth) << 63)
+    }
+
+    /// A sibling's optional value and optional expiry, which end its encoding.
+    fn value_and_expiry(&mut self) -> Option<(Option<&'a [u8]>, Option<u64>)> {
+        let value = if self.is_some()? { Some(self.bytes()?) } else { None };
+        let expire_at_ms = if self.is_some()? { Some(self.varint()?) } else { None };
+        Some((value, expire_at_ms))
     }
 
     /// Passes over a varint ([`Encoded::varint`]'s), without joining its bits.
