@@ -280,9 +280,9 @@ impl Replica {
         Ok(taken)
     }
 
-    /// Calls `read` with the stored bytes of `stored`, for a writer holding the key's lock over an engine that keeps
-    /// its recent writes: from those, else from the read cache, else from the engine. Under the lock the cache's copy
-    /// is current, as writers make it forget what they change; after an ingestion it holds what left the write
+    /// Calls `read` with the stored bytes of `stored`, for a writer holding the key's lock: from the engine's recent
+    /// writes where it keeps them apart, else from the read cache, else from the engine. Under the lock the cache's
+    /// copy is current, as writers make it forget what they change; after an ingestion it holds what left the write
     /// buffer, which writers would otherwise look up in the LSM tree, a block search each.
     fn read_locked(&self, stored: &[u8], read: &mut dyn FnMut(Option<&[u8]>)) -> Result<(), StorageError> {
         if self.engine.read_recent(stored, read)? {
