@@ -353,24 +353,17 @@ impl<I: Iterator<Item = fjall::Result<(fjall::Slice, fjall::Slice)>>> Under<I> {
 impl Engine for DiskEngine {
     fn get(&self, key: &[u8]) -> Result<Option<Value>, StorageError> {
         let mut found = None;
-        if self.shared.read_buffered(key, &mut |value| {
+        if self.read_recent(key, &mut |value| {
             found = value.map(|v| Value::Bytes(bytes::Bytes::copy_from_slice(v)))
-        }) {
+        })? {
             return Ok(found);
-        }
-        if !self.shared.lsm_holds_records.load(Ordering::Acquire) {
-            return Ok(None);
         }
         Ok(self.shared.records.get(key)?.map(Value::Slice))
     }
 
     fn read_with(&self, key: &[u8], read: &mut dyn FnMut(Option<&[u8]>)) -> Result<(), StorageError> {
-        if self.shared.read_buffered(key, read) {
-            return Ok(());
-        }
-        match self.shared.lsm_holds_records.load(Ordering::Acquire) {
-            true => read(self.shared.records.get(key)?.as_deref()),
-            false => read(None),
+        if !self.read_recent(key, read)? {
+            read(self.shared.records.get(key)?.as_deref());
         }
         Ok(())
     }
