@@ -31,7 +31,7 @@ use parking_lot::{Mutex, RwLock};
 
 use super::journal::{self, logs_in, Journal, PENDING_MAX};
 use super::log_frame::{Change, FrameBuilder};
-use super::{BatchOp, Engine, Ingested, MemoryEngine, Space, StorageError, Value, Visitor, KEY_PREFIX_LEN};
+use super::{BatchOp, Engine, Ingested, MemoryEngine, Space, StorageError, StorageKey, Value, Visitor, KEY_PREFIX_LEN};
 
 /// fjall's own key size limit.
 const FJALL_MAX_KEY: usize = 65_536;
@@ -361,6 +361,13 @@ impl Engine for DiskEngine {
         Ok(self.shared.records.get(key)?.map(Value::Slice))
     }
 
+    /// Into the active maps only: they take every write, and hold the keys written lately. A key found only in the
+    /// sealed maps, the record cache or fjall misses the cache as before.
+    fn prefetch(&self, keys: &mut dyn Iterator<Item = StorageKey>) {
+        let active = self.shared.buffers.read().active.clone();
+        active.prefetch(keys);
+    }
+
     fn read_with(&self, key: &[u8], read: &mut dyn FnMut(Option<&[u8]>)) -> Result<(), StorageError> {
         if !self.read_recent(key, read)? {
             read(self.shared.records.get(key)?.as_deref());
@@ -639,6 +646,8 @@ mod tests {
             put(&engine, &storage_key(16383, 0, b"last"), b"added");
             delete(&engine, &storage_key(5, 0, b"never there"));
             engine.flush().expect("flush");
+            // A hint over buffered, deleted, ingested and absent keys, which must change no answer below.
+            engine.prefetch(&mut keys.iter().cloned().chain([storage_key(5, 0, b"never there")]));
             assert_eq!(get(&engine, &keys[0]).as_deref(), Some(&b"new"[..]));
             assert_eq!(get(&engine, &keys[1]), None);
             assert_eq!(get(&engine, &keys[2]).as_deref(), Some(&b"old"[..]));
