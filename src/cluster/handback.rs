@@ -18,6 +18,7 @@ use std::future::Future;
 
 use ahash::AHashSet;
 use bytes::Bytes;
+use smallvec::SmallVec;
 
 use super::messages::{KeyCopy, Written};
 use super::ring::MemberIndex;
@@ -32,9 +33,52 @@ tokio::task_local! {
 struct Forwarder {
     member: MemberIndex,
     db: u8,
-    /// Keys whose copy the forwarder sent and this node merged (a set: MSET of one hash tag has thousands).
-    keys: AHashSet<Bytes>,
+    /// Keys whose copy the forwarder sent and this node merged.
+    keys: SentKeys,
     handed: RefCell<Vec<Written>>,
+}
+
+/// Keys the forwarder sent copies of: looked through in turn when few (a forwarded command names one key or a few,
+/// and a set cost an allocation and a hash per command: callgrind), a set when many (MSET of one hash tag has
+/// thousands).
+enum SentKeys {
+    Few(SmallVec<[Bytes; FEW_KEYS]>),
+    Many(AHashSet<Bytes>),
+}
+
+/// Up to this many keys are looked through in turn.
+const FEW_KEYS: usize = 4;
+
+impl SentKeys {
+    fn with_capacity(n: usize) -> SentKeys {
+        match n <= FEW_KEYS {
+            true => SentKeys::Few(SmallVec::new()),
+            false => SentKeys::Many(AHashSet::with_capacity(n)),
+        }
+    }
+
+    fn insert(&mut self, key: Bytes) {
+        match self {
+            SentKeys::Few(keys) => keys.push(key),
+            SentKeys::Many(keys) => {
+                keys.insert(key);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            SentKeys::Few(keys) => keys.is_empty(),
+            SentKeys::Many(keys) => keys.is_empty(),
+        }
+    }
+
+    fn contains(&self, key: &[u8]) -> bool {
+        match self {
+            SentKeys::Few(keys) => keys.iter().any(|sent| sent == key),
+            SentKeys::Many(keys) => keys.contains(key),
+        }
+    }
 }
 
 /// Runs `command` (forwarded by `from` with its `copies` of keys in `db`) with `from` as the forwarder; returns its
@@ -46,7 +90,7 @@ pub async fn serve<T>(
     copies: Vec<KeyCopy>,
     command: impl Future<Output = T>,
 ) -> (T, Vec<Written>) {
-    let mut keys = AHashSet::with_capacity(copies.len());
+    let mut keys = SentKeys::with_capacity(copies.len());
     for copy in copies {
         let merged = match &copy.record {
             None => true,
@@ -102,4 +146,27 @@ pub fn hand_back(db: u8, key: &[u8], record: Bytes, basis: Option<Basis>) {
             basis,
         });
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Few keys are looked through and many hashed; either way exactly the keys sent are found.
+    #[test]
+    fn sent_keys_hold_exactly_what_was_inserted() {
+        for n in [0, 1, FEW_KEYS, FEW_KEYS + 1, 300] {
+            let mut keys = SentKeys::with_capacity(n);
+            for i in 0..n {
+                keys.insert(Bytes::from(format!("{{tag}}k{i}")));
+            }
+            assert_eq!(keys.is_empty(), n == 0, "{n} keys");
+            assert!(
+                (0..n).all(|i| keys.contains(format!("{{tag}}k{i}").as_bytes())),
+                "{n} keys"
+            );
+            assert!(!keys.contains(format!("{{tag}}k{n}").as_bytes()), "{n} keys");
+            assert!(!keys.contains(b""), "{n} keys");
+        }
+    }
 }
