@@ -1,8 +1,8 @@
 //! A bounded cache of records in front of the disk engine: hot keys are
 //! served from a hash map instead of the LSM tree's skiplists and blocks,
-//! decoded for commands and encoded for peers and byte comparisons, so
-//! neither side decodes or encodes again. Misses are cached too, so reads of
-//! absent keys are as cheap as hits.
+//! encoded for reads, peers and byte comparisons, and decoded once for the
+//! commands that need the record, which is kept. Misses are cached too, so
+//! reads of absent keys are as cheap as hits.
 //!
 //! Consistency: writers update the cache after the engine, under the key's
 //! lock, or, over an engine that keeps its recent writes in RAM (the disk
@@ -19,10 +19,14 @@
 //! search per write, about 2,600 instructions, an eighth of the node's
 //! (callgrind). Its first drop for the budget, FLUSHDB and FLUSHALL end that.
 
+use std::sync::Arc;
+
 use ahash::AHashMap;
+use bytes::Bytes;
 use parking_lot::Mutex;
 
-use crate::version::EncodedRecord;
+use crate::storage::StorageError;
+use crate::version::{EncodedRecord, Record};
 
 const SHARDS: usize = 256;
 
@@ -35,8 +39,49 @@ const ENTRY_OVERHEAD: usize = 160;
 /// entry, the shared header its first clone allocates, allocator rounding.
 const ENCODED_OVERHEAD: usize = 72;
 
-/// What the cache holds for a key: the stored record with its encoding, or `None` if the key is absent.
-pub type Cached = Option<EncodedRecord>;
+/// What the cache holds for a key: the stored record, or `None` if the key is absent.
+pub type Cached = Option<CachedRecord>;
+
+/// A cached record: its encoding, as stored and as peers get it, and the record decoded from it once a command
+/// needed it. What the disk engine hands over is cached encoded only: reads answer from the bytes, merges compare
+/// them, and under writes most keys are rewritten in the write buffer before anything decodes them; decoding every
+/// record an ingestion moves took about 550 instructions and a few hundred bytes of fresh heap each (callgrind, and
+/// fresh memory is dear on the VMs measured: compat/PERFORMANCE.md).
+#[derive(Clone)]
+pub struct CachedRecord {
+    encoded: Bytes,
+    record: Option<Arc<Record>>,
+}
+
+impl CachedRecord {
+    /// Stored bytes, not decoded yet.
+    pub fn encoded(encoded: Bytes) -> CachedRecord {
+        CachedRecord { encoded, record: None }
+    }
+
+    /// A record a writer just encoded: both at hand.
+    pub fn written(written: &EncodedRecord) -> CachedRecord {
+        CachedRecord {
+            encoded: written.encoded.clone(),
+            record: Some(written.record.clone()),
+        }
+    }
+
+    /// The record's encoding.
+    pub fn bytes(&self) -> &Bytes {
+        &self.encoded
+    }
+
+    /// The record, decoded the first time it is asked for; bytes that do not decode mean a damaged data dir.
+    pub fn record(&mut self) -> Result<Arc<Record>, StorageError> {
+        if let Some(record) = &self.record {
+            return Ok(record.clone());
+        }
+        let record = Arc::new(Record::decode(&self.encoded).ok_or(StorageError::Corrupt)?);
+        self.record = Some(record.clone());
+        Ok(record)
+    }
+}
 
 /// What the cache knows about a key.
 pub enum Lookup<T> {
@@ -61,23 +106,20 @@ struct Shard {
     complete: bool,
 }
 
-/// Sharded map from storage key to decoded record.
+/// Sharded map from storage key to record.
 pub struct RecordCache {
     shards: Box<[Mutex<Shard>]>,
     budget_per_shard: usize,
     hasher: ahash::RandomState,
 }
 
+/// What an entry is counted as, decoded or not (so that it is taken off as it was added): its encoding twice, for the
+/// encoding and the record decoded from it (values, about 80 bytes a sibling, 24 a context entry, of which the
+/// encoding is a fair measure).
 fn cost(key: &[u8], record: &Cached) -> usize {
-    let values = record.as_ref().map_or(0, |EncodedRecord { record: r, encoded }| {
-        encoded.len()
-            + ENCODED_OVERHEAD
-            + r.siblings
-                .iter()
-                .map(|s| s.value.as_ref().map_or(0, |v| v.len()) + 80)
-                .sum::<usize>()
-            + r.context.len() * 24
-    });
+    let values = record
+        .as_ref()
+        .map_or(0, |cached| 2 * cached.encoded.len() + ENCODED_OVERHEAD);
     key.len() + values + ENTRY_OVERHEAD
 }
 
@@ -103,13 +145,14 @@ impl RecordCache {
     }
 
     /// Looks `key` up and takes what the caller needs of its record (each part it clones is a reference count
-    /// touched, and a cache line with it).
-    pub fn get<T>(&self, key: &[u8], take: impl FnOnce(&EncodedRecord) -> T) -> Lookup<T> {
+    /// touched, and a cache line with it; a record it decodes stays decoded).
+    pub fn get<T>(&self, key: &[u8], take: impl FnOnce(&mut CachedRecord) -> T) -> Lookup<T> {
         let index = self.shard_of(key);
-        let shard = self.shards[index].lock();
-        match shard.map.get(key) {
-            Some(record) => Lookup::Hit(record.as_ref().map(take)),
-            None if shard.complete => Lookup::Hit(None),
+        let mut shard = self.shards[index].lock();
+        let complete = shard.complete;
+        match shard.map.get_mut(key) {
+            Some(record) => Lookup::Hit(record.as_mut().map(take)),
+            None if complete => Lookup::Hit(None),
             None => Lookup::Miss(FillToken {
                 shard: index,
                 version: shard.version,
@@ -186,31 +229,26 @@ impl RecordCache {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use bytes::Bytes;
-
     use super::*;
-    use crate::version::Record;
+    use crate::version::VersionVector;
 
     fn record() -> Cached {
-        let record = Record::default();
-        let encoded = Bytes::from(record.encode());
-        Some(EncodedRecord {
-            record: Arc::new(record),
-            encoded,
-        })
+        Some(CachedRecord::encoded(Bytes::from(Record::default().encode())))
+    }
+
+    fn bytes(held: &mut CachedRecord) -> Bytes {
+        held.bytes().clone()
     }
 
     #[test]
     fn stale_fill_after_a_write_is_refused() {
         let cache = RecordCache::new(1 << 20, false);
-        let Lookup::Miss(token) = cache.get(b"k", Clone::clone) else {
+        let Lookup::Miss(token) = cache.get(b"k", bytes) else {
             panic!("empty cache hit")
         };
         cache.put(b"k", None); // a writer removed the key meanwhile
         cache.fill(token, b"k", record()); // the reader's old view
-        assert!(matches!(cache.get(b"k", Clone::clone), Lookup::Hit(None)));
+        assert!(matches!(cache.get(b"k", bytes), Lookup::Hit(None)));
     }
 
     #[test]
@@ -218,14 +256,14 @@ mod tests {
         let cache = RecordCache::new(1 << 20, false);
         cache.put(b"k", record());
         cache.forget(b"k");
-        assert!(matches!(cache.get(b"k", Clone::clone), Lookup::Miss(_)));
+        assert!(matches!(cache.get(b"k", bytes), Lookup::Miss(_)));
         assert_eq!(cache.shards.iter().map(|s| s.lock().bytes).sum::<usize>(), 0);
-        let Lookup::Miss(token) = cache.get(b"k", Clone::clone) else {
+        let Lookup::Miss(token) = cache.get(b"k", bytes) else {
             panic!("a forgotten key hit")
         };
         cache.forget(b"k"); // a writer changed it meanwhile
         cache.fill(token, b"k", record()); // the reader's old view
-        assert!(matches!(cache.get(b"k", Clone::clone), Lookup::Miss(_)));
+        assert!(matches!(cache.get(b"k", bytes), Lookup::Miss(_)));
     }
 
     #[test]
@@ -233,34 +271,61 @@ mod tests {
         let cache = RecordCache::new(SHARDS * 1024, false);
         for i in 0..10_000u32 {
             let key = i.to_be_bytes();
-            if let Lookup::Miss(token) = cache.get(&key, Clone::clone) {
+            if let Lookup::Miss(token) = cache.get(&key, bytes) {
                 cache.fill(token, &key, record());
             }
         }
         let cached: usize = cache.shards.iter().map(|s| s.lock().bytes).sum();
         assert!(cached <= SHARDS * 1024, "{cached} bytes cached");
         cache.clear();
-        assert!(matches!(cache.get(&0u32.to_be_bytes(), Clone::clone), Lookup::Miss(_)));
+        assert!(matches!(cache.get(&0u32.to_be_bytes(), bytes), Lookup::Miss(_)));
     }
 
     #[test]
     fn a_complete_cache_answers_misses_as_absent_until_it_drops_records() {
         let cache = RecordCache::new(SHARDS * 1024, true);
-        assert!(matches!(cache.get(b"never written", Clone::clone), Lookup::Hit(None)));
+        assert!(matches!(cache.get(b"never written", bytes), Lookup::Hit(None)));
         cache.put(b"k", record());
-        assert!(matches!(cache.get(b"k", Clone::clone), Lookup::Hit(Some(_))));
+        assert!(matches!(cache.get(b"k", bytes), Lookup::Hit(Some(_))));
         // Over budget, shards drop what they held and must ask the engine from then on.
         for i in 0..10_000u32 {
             cache.put(&i.to_be_bytes(), record());
         }
         let complete = cache.shards.iter().filter(|shard| shard.lock().complete).count();
         assert_eq!(complete, 0, "every shard dropped records");
-        assert!(matches!(cache.get(b"never written", Clone::clone), Lookup::Miss(_)));
+        assert!(matches!(cache.get(b"never written", bytes), Lookup::Miss(_)));
         let cache = RecordCache::new(SHARDS * 1024, true);
         cache.clear();
-        assert!(
-            matches!(cache.get(b"k", Clone::clone), Lookup::Miss(_)),
-            "complete no more"
-        );
+        assert!(matches!(cache.get(b"k", bytes), Lookup::Miss(_)), "complete no more");
+    }
+
+    /// A record cached as bytes is decoded once, when first asked for, and stays so; bytes that do not decode
+    /// give an error, not a record.
+    #[test]
+    fn a_record_cached_as_bytes_is_decoded_once_when_asked() {
+        let mut record = Record::default();
+        record
+            .write(
+                7,
+                &VersionVector::default(),
+                Some(Bytes::from_static(b"v")),
+                None,
+                1_000,
+            )
+            .expect("a write");
+        let cache = RecordCache::new(1 << 20, false);
+        cache.put(b"k", Some(CachedRecord::encoded(Bytes::from(record.encode()))));
+        let decoded = |held: &mut CachedRecord| held.record().expect("decodes");
+        let (Lookup::Hit(Some(first)), Lookup::Hit(Some(again))) = (cache.get(b"k", decoded), cache.get(b"k", decoded))
+        else {
+            panic!("cached")
+        };
+        assert_eq!(*first, record);
+        assert!(Arc::ptr_eq(&first, &again), "decoded once");
+        cache.put(b"bad", Some(CachedRecord::encoded(Bytes::from_static(&[0xff]))));
+        let Lookup::Hit(Some(damaged)) = cache.get(b"bad", |held| held.record().map(|_| ())) else {
+            panic!("cached")
+        };
+        assert!(matches!(damaged, Err(StorageError::Corrupt)));
     }
 }

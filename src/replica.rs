@@ -14,7 +14,7 @@ use parking_lot::{Mutex, MutexGuard};
 use smallvec::{smallvec, SmallVec};
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::cache::{Cached, Lookup, RecordCache};
+use crate::cache::{Cached, CachedRecord, Lookup, RecordCache};
 use crate::clock::now_ms;
 use crate::cluster::slot::key_slot;
 use crate::config::ConflictMode;
@@ -105,11 +105,9 @@ pub enum Mutation {
 }
 
 /// A stored record decoded, with a copy of its bytes.
-fn encoded_record(bytes: &[u8]) -> Result<EncodedRecord, StorageError> {
-    Ok(EncodedRecord {
-        record: decode_stored(bytes)?,
-        encoded: Bytes::copy_from_slice(bytes),
-    })
+/// Stored bytes as the cache keeps them, decoded only when a command needs the record.
+fn cached_copy(bytes: &[u8]) -> CachedRecord {
+    CachedRecord::encoded(Bytes::copy_from_slice(bytes))
 }
 
 /// A record as the engine stored it; bytes that do not decode mean a damaged data dir.
@@ -169,10 +167,7 @@ impl Replica {
                 // Taken before asking: a write after it makes the fill a no-op.
                 let token = cache.token(stored);
                 if newest() {
-                    match bytes.map(encoded_record).transpose() {
-                        Ok(record) => cache.fill(token, stored, record),
-                        Err(_) => cache.forget(stored),
-                    }
+                    cache.fill(token, stored, bytes.map(cached_copy));
                 }
             }));
         }
@@ -229,7 +224,7 @@ impl Replica {
     /// The record under `stored`, decoded.
     fn load(&self, stored: &[u8]) -> Result<Option<Arc<Record>>, StorageError> {
         if self.cache.is_some() {
-            return self.load_as_or(stored, |loaded| loaded.record.clone(), decode_stored);
+            return self.load_as_or(stored, CachedRecord::record, decode_stored);
         }
         let mut record = Ok(None);
         self.engine.read_with(stored, &mut |bytes| {
@@ -238,9 +233,13 @@ impl Replica {
         record
     }
 
-    /// What `take` needs of the record under `stored`, decoded and encoded, from the cache if there is one.
-    fn load_as<T>(&self, stored: &[u8], take: impl Fn(&EncodedRecord) -> T) -> Result<Option<T>, StorageError> {
-        self.load_as_or(stored, &take, |bytes| encoded_record(bytes).map(|loaded| take(&loaded)))
+    /// What `take` needs of the record under `stored`, decoded or encoded, from the cache if there is one.
+    fn load_as<T>(
+        &self,
+        stored: &[u8],
+        take: impl Fn(&mut CachedRecord) -> Result<T, StorageError>,
+    ) -> Result<Option<T>, StorageError> {
+        self.load_as_or(stored, &take, |bytes| take(&mut cached_copy(bytes)))
     }
 
     /// [`Replica::load_as`], where a record the engine holds among its recent writes is made into what the caller
@@ -248,7 +247,7 @@ impl Replica {
     fn load_as_or<T>(
         &self,
         stored: &[u8],
-        take: impl Fn(&EncodedRecord) -> T,
+        take: impl Fn(&mut CachedRecord) -> Result<T, StorageError>,
         from_bytes: impl Fn(&[u8]) -> Result<T, StorageError>,
     ) -> Result<Option<T>, StorageError> {
         if !self.write_through {
@@ -264,16 +263,14 @@ impl Replica {
             }
         }
         let token = match self.cache.as_ref().map(|cache| cache.get(stored, &take)) {
-            Some(Lookup::Hit(taken)) => return Ok(taken),
+            Some(Lookup::Hit(taken)) => return taken.transpose(),
             Some(Lookup::Miss(token)) => Some(token),
             None => None,
         };
-        let mut loaded = Ok(None);
-        self.engine.read_with(stored, &mut |bytes| {
-            loaded = bytes.map(encoded_record).transpose();
-        })?;
-        let loaded: Cached = loaded?;
-        let taken = loaded.as_ref().map(&take);
+        let mut loaded: Cached = None;
+        self.engine
+            .read_with(stored, &mut |bytes| loaded = bytes.map(cached_copy))?;
+        let taken = loaded.as_mut().map(&take).transpose()?;
         if let (Some(cache), Some(token)) = (&self.cache, token) {
             cache.fill(token, stored, loaded);
         }
@@ -289,7 +286,7 @@ impl Replica {
             return Ok(());
         }
         if let Some(cache) = &self.cache {
-            if let Lookup::Hit(encoded) = cache.get(stored, |held| held.encoded.clone()) {
+            if let Lookup::Hit(encoded) = cache.get(stored, |held| held.bytes().clone()) {
                 read(encoded.as_deref());
                 return Ok(());
             }
@@ -310,7 +307,7 @@ impl Replica {
     /// Tells a write-through cache what a committed write left under `stored`.
     fn cache_put(&self, stored: &[u8], written: Option<&EncodedRecord>) {
         if let Some(cache) = self.write_cache() {
-            cache.put(stored, written.cloned());
+            cache.put(stored, written.map(CachedRecord::written));
         }
     }
 
@@ -335,7 +332,7 @@ impl Replica {
         let stored = self.stored_key(db, key)?;
         if self.cache.is_some() {
             let copy = |bytes: &[u8]| Ok(Bytes::copy_from_slice(bytes));
-            return Ok(self.load_as_or(&stored, |loaded| loaded.encoded.clone(), copy)?);
+            return Ok(self.load_as_or(&stored, |loaded| Ok(loaded.bytes().clone()), copy)?);
         }
         Ok(self.engine.get(&stored)?.map(|value| match value {
             Value::Bytes(bytes) => bytes,
@@ -454,9 +451,14 @@ impl Replica {
         let malformed = || CommandError::Other("malformed record".into());
         let current = if self.write_cache().is_some() {
             // One lookup compares the stored bytes and, if they differ, lends the decoded record.
-            match self.load_as(&stored, |held| (held.record.clone(), held.encoded[..] == *encoded))? {
-                Some((_, true)) => return Ok(None),
-                other => other.map(|(record, _)| record),
+            // The record is decoded only if the bytes differ.
+            let differs = |held: &mut CachedRecord| match held.bytes()[..] == encoded[..] {
+                true => Ok(None),
+                false => held.record().map(Some),
+            };
+            match self.load_as(&stored, differs)? {
+                Some(None) => return Ok(None),
+                other => other.flatten(),
             }
         } else {
             let mut held = Ok(Held::Settled);
@@ -979,7 +981,7 @@ mod tests {
         let (replica, disk) = disk_replica_and_engine(dir.path(), 1);
         let cache = replica.cache.clone().expect("a cache");
         let stored = replica.stored_key(0, b"k").expect("key");
-        let cached = || match cache.get(&stored, |held| held.encoded.clone()) {
+        let cached = || match cache.get(&stored, |held| held.bytes().clone()) {
             Lookup::Hit(encoded) => Some(encoded),
             Lookup::Miss(_) => None,
         };
