@@ -47,7 +47,6 @@ pub type Cached = Option<CachedRecord>;
 /// them, and under writes most keys are rewritten in the write buffer before anything decodes them; decoding every
 /// record an ingestion moves took about 550 instructions and a few hundred bytes of fresh heap each (callgrind, and
 /// fresh memory is dear on the VMs measured: compat/PERFORMANCE.md).
-#[derive(Clone)]
 pub struct CachedRecord {
     encoded: Bytes,
     record: Option<Arc<Record>>,
