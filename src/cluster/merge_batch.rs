@@ -15,12 +15,14 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::future::{join_all, BoxFuture, FutureExt, Shared};
+use futures_util::future::{join_all, poll_fn, BoxFuture, FutureExt};
+use futures_util::task::{waker_ref, ArcWake};
 use parking_lot::Mutex;
+use smallvec::SmallVec;
 
 use super::coordinator::ClusterStats;
 use super::messages::{PeerRequest, PeerResponse, Written};
@@ -62,11 +64,76 @@ impl MergeAnswer {
     }
 }
 
-/// A batch's answers, shared by the writes in it.
-type Answers = Arc<Option<Vec<PeerResponse>>>;
+/// A batch's answers (`None` if the batch failed as a whole), sent when first polled.
+type Call = BoxFuture<'static, Option<Vec<PeerResponse>>>;
 
-/// A batch's answers, sent when first polled.
-type BatchCall = Shared<BoxFuture<'static, Answers>>;
+/// A batch's call, shared by the writes in it: whichever polls first drives it, and its answers stay for the rest.
+/// The call is polled with a waker that wakes every write that waited for it, as a write may be polled with a waker
+/// of its own (`join_all` of many) and may be dropped once it has W. Written here rather than with
+/// `futures::Shared`, whose every clone keeps its waker in a locked slab under a key of its own: about 170
+/// instructions a write at the entry node (callgrind), where the writes of a pipeline share one waker.
+#[derive(Clone)]
+struct BatchCall(Arc<Batch>);
+
+struct Batch {
+    state: Mutex<CallState>,
+    /// Wakers of the writes that found the call unanswered, each once.
+    waiting: Mutex<SmallVec<[Waker; 2]>>,
+}
+
+struct CallState {
+    /// `None` once answered.
+    call: Option<Call>,
+    answers: Option<Vec<PeerResponse>>,
+}
+
+impl ArcWake for Batch {
+    fn wake_by_ref(batch: &Arc<Self>) {
+        for waker in batch.waiting.lock().drain(..) {
+            waker.wake();
+        }
+    }
+}
+
+impl BatchCall {
+    fn new(call: Call) -> BatchCall {
+        BatchCall(Arc::new(Batch {
+            state: Mutex::new(CallState {
+                call: Some(call),
+                answers: None,
+            }),
+            waiting: Mutex::new(SmallVec::new()),
+        }))
+    }
+
+    /// Polls the call if it is still unanswered; once it is, `read` reads the answers.
+    fn poll_answers<T>(&self, cx: &mut Context<'_>, read: impl FnOnce(Option<&[PeerResponse]>) -> T) -> Poll<T> {
+        let mut guard = self.0.state.lock();
+        let state = &mut *guard;
+        if let Some(call) = &mut state.call {
+            {
+                let mut waiting = self.0.waiting.lock();
+                if !waiting.iter().any(|waker| waker.will_wake(cx.waker())) {
+                    waiting.push(cx.waker().clone());
+                }
+            }
+            let wake_all = waker_ref(&self.0);
+            state.answers = ready!(call.as_mut().poll(&mut Context::from_waker(&wake_all)));
+            state.call = None;
+            // The others waiting learn it now; this one needs no wake-up.
+            for waker in self.0.waiting.lock().drain(..) {
+                if !waker.will_wake(cx.waker()) {
+                    waker.wake();
+                }
+            }
+        }
+        Poll::Ready(read(state.answers.as_deref()))
+    }
+
+    fn is_answered(&self) -> bool {
+        self.0.state.lock().call.is_none()
+    }
+}
 
 /// One write's answer from a batch. Dropping it does not cancel the batch: the scope hands batches still
 /// unanswered at its end to its caller (see [`Unanswered`]).
@@ -78,10 +145,13 @@ pub struct BatchedAnswer {
 impl Future for BatchedAnswer {
     type Output = MergeAnswer;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<MergeAnswer> {
-        let answers = ready!(Pin::new(&mut self.answers).poll(cx));
-        let answer = answers.as_deref().and_then(|all| all.get(self.index));
-        Poll::Ready(answer.map_or(MergeAnswer::Failed, MergeAnswer::of))
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<MergeAnswer> {
+        let index = self.index;
+        self.answers.poll_answers(cx, |answers| {
+            answers
+                .and_then(|all| all.get(index))
+                .map_or(MergeAnswer::Failed, MergeAnswer::of)
+        })
     }
 }
 
@@ -97,7 +167,7 @@ impl Unanswered {
 
     /// Waits for the answers (and drops them).
     pub async fn wait(self) {
-        join_all(self.0).await;
+        join_all(self.0.iter().map(|call| poll_fn(|cx| call.poll_answers(cx, |_| ())))).await;
     }
 }
 
@@ -144,7 +214,7 @@ pub async fn scope<T>(
             let unanswered = BATCHES.with(|batches| {
                 batches.send_told();
                 let mut asked = batches.asked.take();
-                asked.retain(|call| call.peek().is_none());
+                asked.retain(|call| !call.is_answered());
                 Unanswered(asked)
             });
             (out, unanswered)
@@ -227,13 +297,13 @@ impl Batches {
                     None
                 }
             };
-            Arc::new(answers)
+            answers
         };
         Open {
             member,
             bytes: 0,
             queued,
-            answers: answers.boxed().shared(),
+            answers: BatchCall::new(answers.boxed()),
         }
     }
 
@@ -302,5 +372,43 @@ mod tests {
         };
         let keys: Vec<&[u8]> = merges.iter().map(|m| &m.key[..]).collect();
         assert_eq!(keys, [b"a", b"b", b"c"]);
+    }
+
+    /// Counts its wake-ups.
+    struct Counter(std::sync::atomic::AtomicUsize);
+
+    impl ArcWake for Counter {
+        fn wake_by_ref(counter: &Arc<Self>) {
+            counter.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    fn woken(counter: &Arc<Counter>) -> usize {
+        counter.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Writes that wait with wakers of their own are all woken by the answer, whichever polled last, and all read it.
+    #[test]
+    fn every_write_waiting_for_a_batch_is_woken_by_its_answer() {
+        let (send, receive) = tokio::sync::oneshot::channel::<Vec<PeerResponse>>();
+        let call = BatchCall::new(async move { receive.await.ok() }.boxed());
+        let (first, second) = (Arc::new(Counter(0.into())), Arc::new(Counter(0.into())));
+        let (first_waker, second_waker) = (
+            futures_util::task::waker(first.clone()),
+            futures_util::task::waker(second.clone()),
+        );
+        let ack = |answers: Option<&[PeerResponse]>| answers.and_then(|all| all.first()).map(MergeAnswer::of);
+        for waker in [&first_waker, &second_waker, &first_waker] {
+            assert!(call.poll_answers(&mut Context::from_waker(waker), ack).is_pending());
+        }
+        assert!(!call.is_answered());
+        send.send(vec![PeerResponse::Ack]).expect("the call waits");
+        assert_eq!((woken(&first), woken(&second)), (1, 1), "each waiting write woken once");
+        for waker in [&second_waker, &first_waker] {
+            let answer = call.poll_answers(&mut Context::from_waker(waker), ack);
+            assert!(matches!(answer, Poll::Ready(Some(MergeAnswer::Ack))));
+        }
+        assert!(call.is_answered());
+        assert_eq!((woken(&first), woken(&second)), (1, 1), "no wake-up once answered");
     }
 }
