@@ -104,7 +104,6 @@ pub enum Mutation {
     Delete,
 }
 
-/// A stored record decoded, with a copy of its bytes.
 /// Stored bytes as the cache keeps them, decoded only when a command needs the record.
 fn cached_copy(bytes: &[u8]) -> CachedRecord {
     CachedRecord::encoded(Bytes::copy_from_slice(bytes))
@@ -450,8 +449,7 @@ impl Replica {
         let _guard = self.locks[Self::stripe(&stored)].lock();
         let malformed = || CommandError::Other("malformed record".into());
         let current = if self.write_cache().is_some() {
-            // One lookup compares the stored bytes and, if they differ, lends the decoded record.
-            // The record is decoded only if the bytes differ.
+            // One lookup compares the stored bytes and, only if they differ, lends the decoded record.
             let differs = |held: &mut CachedRecord| match held.bytes()[..] == encoded[..] {
                 true => Ok(None),
                 false => held.record().map(Some),

@@ -364,8 +364,7 @@ impl Engine for DiskEngine {
     /// Into the active maps only: they take every write, and hold the keys written lately. A key found only in the
     /// sealed maps, the record cache or fjall misses the cache as before.
     fn prefetch(&self, keys: &mut dyn Iterator<Item = StorageKey>) {
-        let active = self.shared.buffers.read().active.clone();
-        active.prefetch(keys);
+        self.shared.buffers.read().active.prefetch(keys);
     }
 
     fn read_with(&self, key: &[u8], read: &mut dyn FnMut(Option<&[u8]>)) -> Result<(), StorageError> {
