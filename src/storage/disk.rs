@@ -227,14 +227,13 @@ impl Shared {
         }
         if let Some(listener) = self.ingested.read().clone() {
             let active = self.buffers.read().active.clone();
-            let _ = maps.scan(Space::Records, &[], &mut |key, value| {
+            maps.for_each_record(&mut |key, value| {
                 let newest = || {
                     let mut rewritten = false;
                     let _ = active.read_with(key, &mut |held| rewritten = held.is_some());
                     !rewritten
                 };
                 listener(key, (!is_deleted(Space::Records, value)).then_some(value), &newest);
-                ControlFlow::Continue(())
             });
         }
         journal::remove_before(&self.journal_dir, next_log)?;
