@@ -190,7 +190,8 @@ pub struct StorageConfig {
     pub cache_mb: u64,
     /// Decoded hot records kept in front of the disk engine, in MiB; 0 disables.
     pub record_cache_mb: u64,
-    /// MiB of journal after which the disk engine seals its write buffer and ingests it into fjall.
+    /// MiB the disk engine's write buffer holds before it is sealed and ingested into fjall (or four times as
+    /// much journal, when writes rewrite the same keys).
     pub memtable_mb: u64,
     /// How often the active expiry sweep runs, in milliseconds.
     pub expiry_sweep_ms: u64,

@@ -103,7 +103,9 @@ impl LogEngine {
 /// Applies one change read from a file to the maps.
 fn load(ram: &MemoryEngine, change: Change<'_>) {
     match change {
-        Change::Put(space, key, value) => ram.put(space, key, value),
+        Change::Put(space, key, value) => {
+            ram.put(space, key, value);
+        }
         Change::Delete(space, key) => ram.remove(space, key),
         Change::Clear => {
             let _ = ram.clear();

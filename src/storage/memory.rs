@@ -33,6 +33,9 @@ const SLOTS_PER_MAP: usize = 16;
 /// cache before they are used.
 const PREFETCH_KEYS: usize = 32;
 
+/// What an expiry index entry costs beside its key and value, about: the B-tree's share and two allocations.
+const EXPIRY_ENTRY_OVERHEAD: usize = 64;
+
 /// Record maps.
 const MAPS: usize = SLOTS as usize / SLOTS_PER_MAP;
 
@@ -136,14 +139,17 @@ impl MemoryEngine {
         visit(&mut map.iter().map(|(key, value)| (key.as_slice(), &value[..])))
     }
 
-    /// Inserts or overwrites one entry.
-    pub(super) fn put(&self, space: Space, key: &[u8], value: &[u8]) {
+    /// Inserts or overwrites one entry; returns by how many bytes the maps grew, about (the disk engine seals its
+    /// write buffer by that).
+    pub(super) fn put(&self, space: Space, key: &[u8], value: &[u8]) -> usize {
         match space {
-            Space::Records => {
-                self.records[Self::map_of(key)].0.write().put(key, value);
-            }
+            Space::Records => self.records[Self::map_of(key)].0.write().put(key, value),
             Space::Expiry => {
-                self.expiry.write().insert(key.to_vec(), Bytes::copy_from_slice(value));
+                let old = self.expiry.write().insert(key.to_vec(), Bytes::copy_from_slice(value));
+                match old {
+                    Some(old) => value.len().saturating_sub(old.len()),
+                    None => key.len() + value.len() + EXPIRY_ENTRY_OVERHEAD,
+                }
             }
         }
     }
@@ -252,7 +258,9 @@ impl Engine for MemoryEngine {
         // Callers hold the key's lock, so per-map atomicity is enough here.
         for op in ops {
             match op {
-                BatchOp::Put(space, key, value) => self.put(*space, key, value),
+                BatchOp::Put(space, key, value) => {
+                    self.put(*space, key, value);
+                }
                 BatchOp::Delete(space, key) => self.remove(*space, key),
             }
         }

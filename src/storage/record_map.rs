@@ -98,20 +98,26 @@ impl RecordMap {
         self.slots[at].entry.as_ref()
     }
 
-    /// Inserts `key` or overwrites its value.
-    pub(super) fn put(&mut self, key: &[u8], value: &[u8]) {
+    /// Inserts `key` or overwrites its value; returns by how many bytes the map grew (an entry and its slot, or a
+    /// longer value; a shorter one counts nothing).
+    pub(super) fn put(&mut self, key: &[u8], value: &[u8]) -> usize {
         let hash = Self::hash(key);
         if let Some(at) = self.position(hash, key) {
             if let Some(entry) = &mut self.slots[at].entry {
+                let grown = value.len().saturating_sub(entry.value().len());
                 entry.set_value(value);
+                return grown;
             }
-            return;
+            return 0;
         }
         if (self.len + 1) * 4 > self.slots.len() * 3 {
             self.grow();
         }
-        self.place(hash, Entry::new(key, value));
+        let entry = Entry::new(key, value);
+        let grown = entry.bytes().len() + std::mem::size_of::<Slot>();
+        self.place(hash, entry);
         self.len += 1;
+        grown
     }
 
     /// Puts an entry known to be absent in the first free slot from its home.
