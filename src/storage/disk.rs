@@ -7,9 +7,10 @@
 //! rate). Here a write goes to the log engine's hash maps (`memory.rs`) and to
 //! a journal of our own (`journal.rs`); once the maps have grown by
 //! `memtable_mb` since the last cut (or the journal by four times that, when
-//! writes rewrite the same keys), a background thread cuts the journal, seals the maps, and
-//! ingests them into fjall as one sorted run (fjall's bulk load, which writes
-//! tables without a memtable), then deletes the journal up to the cut.
+//! writes rewrite the same keys), a background thread cuts the journal, seals
+//! the maps, and ingests them into fjall as one sorted run (fjall's bulk load,
+//! which writes tables without a memtable), then deletes the journal up to the
+//! cut.
 //!
 //! Reads look in the active maps, then the sealed ones, then fjall. A delete
 //! is kept in the maps as a marker, so it hides what fjall still holds, and
@@ -648,6 +649,19 @@ mod tests {
         logs_in(&engine.shared.journal_dir).expect("list")
     }
 
+    /// Waits (30 s at most) until no ingestion runs and the journal is the one log `log`, the one after the cut.
+    fn wait_for_ingestion(engine: &DiskEngine, log: u64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while engine.shared.ingesting.load(Ordering::Acquire) || logs(engine) != vec![log] {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no ingestion up to log {log}: logs {:?}",
+                logs(engine)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
     /// Keys 0..n, their slots spread over the record maps.
     fn keys(n: u16) -> Vec<StorageKey> {
         (0..n)
@@ -896,15 +910,7 @@ mod tests {
                 put(&engine, key, &[7; 600]);
             }
             engine.flush().expect("flush");
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-            while engine.shared.ingesting.load(Ordering::Acquire) || logs(&engine) != vec![round as u64 + 2] {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "no ingestion in round {round}: logs {:?}",
-                    logs(&engine)
-                );
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
+            wait_for_ingestion(&engine, round as u64 + 2);
             assert!(engine.shared.buffers.read().sealed.is_none());
             let written = 2000 * (round + 1);
             assert_eq!(engine.shared.records.len().expect("count"), written, "all in fjall");
@@ -950,15 +956,7 @@ mod tests {
         assert!(!engine.shared.ingesting.load(Ordering::Acquire));
         // Past four times the buffer's size of journal: sealed and ingested.
         rewrite_until(&engine, &keys, 4 * MIB);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while engine.shared.ingesting.load(Ordering::Acquire) || logs(&engine) != vec![2] {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no ingestion: logs {:?}",
-                logs(&engine)
-            );
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
+        wait_for_ingestion(&engine, 2);
         assert_eq!(engine.shared.records.len().expect("count"), keys.len(), "all in fjall");
         assert_eq!(engine.shared.buffered.load(Ordering::Relaxed), 0);
     }
