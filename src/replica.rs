@@ -424,9 +424,10 @@ impl Replica {
             };
         })?;
         let (context, previous_expiry, mut basis) = held?;
+        // The put leaves one sibling: sized for it, not grown to it (callgrind).
         let mut record = Record {
             context,
-            siblings: Vec::new(),
+            siblings: Vec::with_capacity(1),
         };
         let mut ops = Ops::new();
         let encoded = self.apply_mutation_after(&mut record, previous_expiry, &stored, put, now, &mut ops)?;
