@@ -467,6 +467,11 @@ impl Replica {
                     held = Ok(Held::Replaced(basis.replaced_expiry, basis.expiry));
                     return;
                 }
+                if bytes.is_some_and(|bytes| bytes == &encoded[..]) {
+                    // An equal copy, as a forwarder's mostly is: nothing to decode.
+                    held = Ok(Held::Settled);
+                    return;
+                }
                 let Some(incoming) = RecordView::decode(encoded) else {
                     held = Err(malformed());
                     return;
@@ -474,7 +479,6 @@ impl Replica {
                 held = match bytes {
                     None if incoming.is_empty() => Ok(Held::Settled),
                     None => Ok(Held::Replaced(None, incoming.next_expiry())),
-                    Some(bytes) if bytes == &encoded[..] => Ok(Held::Settled),
                     Some(bytes) => match RecordView::decode(bytes) {
                         Some(view) if view.is_subsumed_by(&incoming) => {
                             Ok(Held::Replaced(view.next_expiry(), incoming.next_expiry()))
@@ -928,6 +932,27 @@ mod tests {
             assert_eq!(replica.read_encoded(0, b"absent").expect("read"), None);
             assert_eq!(replica.read_encoded(1, b"k").expect("read"), None, "another database");
         }
+    }
+
+    #[test]
+    fn a_merged_copy_equal_to_the_stored_one_changes_nothing_and_a_different_one_is_still_merged() {
+        let (here, there) = (replica_as(1, 0), replica_as(2, 0));
+        put(&here, b"k", b"here");
+        let stored = here.read_encoded(0, b"k").expect("read").expect("stored");
+        assert_eq!(here.merge_encoded(0, b"k", &stored, None).expect("merge"), None);
+        assert_eq!(here.read_encoded(0, b"k").expect("read"), Some(stored.clone()));
+        let garbage = Bytes::from_static(b"\xff\xff\xff");
+        assert!(
+            here.merge_encoded(0, b"k", &garbage, None).is_err(),
+            "a different copy is decoded"
+        );
+        put(&there, b"k", b"there");
+        let concurrent = there.read_encoded(0, b"k").expect("read").expect("stored");
+        assert!(here.merge_encoded(0, b"k", &concurrent, None).expect("merge").is_some());
+        let merged = here.read(0, b"k").expect("read").expect("stored");
+        let mut values: Vec<&[u8]> = merged.live(0).filter_map(|sibling| sibling.value.as_deref()).collect();
+        values.sort();
+        assert_eq!(values, [&b"here"[..], &b"there"[..]]);
     }
 
     /// A replica over the disk engine, whose write buffer holds recent writes: its cache is filled by reads only.
