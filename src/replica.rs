@@ -940,7 +940,7 @@ mod tests {
         put(&here, b"k", b"here");
         let stored = here.read_encoded(0, b"k").expect("read").expect("stored");
         assert_eq!(here.merge_encoded(0, b"k", &stored, None).expect("merge"), None);
-        assert_eq!(here.read_encoded(0, b"k").expect("read"), Some(stored.clone()));
+        assert_eq!(here.read_encoded(0, b"k").expect("read"), Some(stored));
         let garbage = Bytes::from_static(b"\xff\xff\xff");
         assert!(
             here.merge_encoded(0, b"k", &garbage, None).is_err(),
