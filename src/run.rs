@@ -11,7 +11,7 @@ use crate::cluster::membership::Membership;
 use crate::cluster::service::PeerService;
 use crate::config::{Config, EngineKind};
 use crate::identity::{Identity, IdentityError};
-use crate::net::{Bus, BusConfig};
+use crate::net::{Bus, BusConfig, Redial};
 use crate::node::Node;
 use crate::replica::Replica;
 use crate::server::accept_loop;
@@ -41,6 +41,9 @@ pub enum StartError {
 
 /// How long shutdown waits for clients to finish before syncing anyway.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a starting node allows beyond a dial's own timeout for its first dials to end.
+const SETTLE_MARGIN: Duration = Duration::from_millis(500);
 
 /// Records the expiry sweep handles per round; a full round runs again at once.
 const SWEEP_BATCH: usize = 256;
@@ -83,21 +86,30 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         source,
     })?;
     let sweep_every = Duration::from_millis(config.storage.expiry_sweep_ms);
+    let (coordinator, service) = start_cluster(&config, &identity, &replica, local).await?;
+    let bus = coordinator.bus().cloned();
+    let settle_limit = Duration::from_millis(config.cluster.request_timeout_ms).saturating_add(SETTLE_MARGIN);
+    let (engine, fsync, node_id) = (config.storage.engine, config.storage.fsync, identity.node_id.clone());
+    let node = Node::new(config, identity, coordinator, local.port());
+    if let Some(service) = service {
+        // Before settling: peers that reach this node meanwhile may forward commands to it.
+        service.attach(&node);
+    }
+    if let Some(bus) = &bus {
+        // Clients wait in the listen backlog meanwhile: better a few milliseconds late than NOQUORUM.
+        if !bus.settle(settle_limit).await {
+            tracing::warn!("some members were still being dialed after {settle_limit:?}; taking commands anyway");
+        }
+    }
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         addr = %local,
         data_dir = %data_dir.display(),
-        engine = ?config.storage.engine,
-        fsync = config.storage.fsync.as_str(),
-        node_id = %identity.node_id,
+        engine = ?engine,
+        fsync = fsync.as_str(),
+        node_id = %node_id,
         "ringkv ready to accept connections"
     );
-    let (coordinator, service) = start_cluster(&config, &identity, &replica, local).await?;
-    let bus = coordinator.bus().cloned();
-    let node = Node::new(config, identity, coordinator, local.port());
-    if let Some(service) = service {
-        service.attach(&node);
-    }
     tokio::spawn(expiry_sweep(node.clone(), sweep_every));
     tokio::spawn(stop_on_signal(node.clone()));
     tokio::spawn(sample_memory(node.clone()));
@@ -149,6 +161,7 @@ async fn start_cluster(
             .saturating_mul(4)
             .saturating_add(1 << 20),
         connect_timeout: Duration::from_millis(cluster.request_timeout_ms),
+        redial: Redial::default(),
     };
     bus_config.validate().map_err(|e| StartError::Cluster(e.to_string()))?;
     let bus = Bus::start(bus_config, listener, service.clone());

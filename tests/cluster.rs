@@ -414,6 +414,34 @@ fn quorums_survive_a_killed_node_and_read_repair_heals_it() {
     });
 }
 
+#[test]
+fn a_restarted_node_takes_writes_at_w_all_as_soon_as_it_is_ready() {
+    let mut cluster = Cluster::start(3, &[]);
+    cluster.nodes[2].kill9();
+    cluster.nodes[2].restart();
+    // Sent in one piece the moment the node says it is ready: keys of every coordinator, each needing all three.
+    let names = keys(30, "rs");
+    let mut bytes = common::encode(&["CONSISTENCY", "WRITE", "ALL"]);
+    for key in &names {
+        bytes.extend(common::encode(&["SET", key, "back"]));
+    }
+    let mut raw = cluster.node(2).raw();
+    raw.send(&bytes);
+    assert_eq!(raw.read_reply(), Resp::ok());
+    for key in &names {
+        assert_eq!(
+            raw.read_reply(),
+            Resp::ok(),
+            "W=3 write of {key} right after the restart"
+        );
+    }
+    let mut other = cluster.node(0).raw();
+    other.expect(&["CONSISTENCY", "READ", "ALL"], Resp::ok());
+    for key in &names {
+        other.expect(&["GET", key], Resp::bulk("back"));
+    }
+}
+
 /// GET of every key in one pipeline; the replies in order.
 fn pipelined_gets(raw: &mut Raw, keys: &[String]) -> Vec<Resp> {
     let mut bytes = Vec::new();

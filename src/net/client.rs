@@ -29,9 +29,6 @@ use super::outbox::Outbox;
 use super::{shared, BusError, Inner, PeerId, RemoteFailure, Service};
 use crate::varint::put_varint;
 
-const BACKOFF_MIN: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
-
 /// The request id of a message that wants no response; calls number theirs from 1.
 pub(crate) const ONE_WAY: u64 = 0;
 
@@ -180,7 +177,7 @@ pub(crate) async fn dial_loop<S: Service>(inner: Arc<Inner<S>>, peer: PeerId) {
         return;
     };
     let name = inner.name(peer);
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = inner.redial.first;
     let mut last_failure = String::new();
     loop {
         if inner.stop.is_cancelled() {
@@ -194,7 +191,7 @@ pub(crate) async fn dial_loop<S: Service>(inner: Arc<Inner<S>>, peer: PeerId) {
         }
         match connect(&inner, peer, addr).await {
             Ok(stream) => {
-                backoff = BACKOFF_MIN;
+                backoff = inner.redial.first;
                 last_failure.clear();
                 run_link(&inner, peer, stream).await;
             }
@@ -209,10 +206,11 @@ pub(crate) async fn dial_loop<S: Service>(inner: Arc<Inner<S>>, peer: PeerId) {
                 }
                 slot.set_last_error(&message);
                 last_failure = message;
+                inner.note_first_dial(slot);
             }
         }
         let delay = jitter(backoff);
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        backoff = (backoff * 2).min(inner.redial.max);
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = slot.wake.notified() => {}
@@ -255,7 +253,9 @@ async fn run_link<S: Service>(inner: &Arc<Inner<S>>, peer: PeerId, stream: TcpSt
     };
     let name = inner.name(peer);
     let link = Arc::new(Link::new(inner.stop.child_token()));
-    if !slot.install(&link, &inner.stop) {
+    let installed = slot.install(&link, &inner.stop);
+    inner.note_first_dial(slot);
+    if !installed {
         return;
     }
     info!(peer = %name, "connected to peer");

@@ -17,7 +17,8 @@
 //! holds up nobody.
 //!
 //! A lost connection fails its pending calls at once with [`BusError::Closed`], and the dialer reconnects with
-//! jittered exponential backoff; calls never wait for a reconnect.
+//! jittered exponential backoff, cut short when the peer dials in (it is back); calls never wait for a reconnect.
+//! A starting node waits for its dialers' first attempts ([`Bus::settle`]) before it takes commands.
 //!
 //! # Layout
 //! - `mod.rs`: the public API and the per-peer state shared by both sides.
@@ -74,6 +75,28 @@ pub struct BusConfig {
     pub max_frame: usize,
     /// Bounds both a dial and each handshake, so an unresponsive address or a silent stranger costs little.
     pub connect_timeout: Duration,
+    /// How long a dialer waits before it redials a peer it could not reach.
+    pub redial: Redial,
+}
+
+/// A dialer's pause after a failed dial or a lost connection: `first`, doubled after each failure up to `max`, each
+/// pause drawn from its upper half so that peers restarted together do not redial in lockstep. A peer that dials in
+/// ends the pause at once, so a restarted node is reached as soon as it is back rather than after the pause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Redial {
+    /// The pause after a connection is lost or the first dial fails.
+    pub first: Duration,
+    /// The longest pause.
+    pub max: Duration,
+}
+
+impl Default for Redial {
+    fn default() -> Self {
+        Redial {
+            first: Duration::from_millis(50),
+            max: Duration::from_secs(2),
+        }
+    }
 }
 
 impl fmt::Debug for BusConfig {
@@ -86,6 +109,7 @@ impl fmt::Debug for BusConfig {
             .field("secret", &"<redacted>")
             .field("max_frame", &self.max_frame)
             .field("connect_timeout", &self.connect_timeout)
+            .field("redial", &self.redial)
             .finish()
     }
 }
@@ -302,12 +326,15 @@ struct Inner<S: Service> {
     secret: Vec<u8>,
     max_frame: usize,
     connect_timeout: Duration,
+    redial: Redial,
     service: Arc<S>,
     /// Indexed by [`PeerId`]; our own slot only keeps the counters of calls to ourselves.
     peers: Vec<Slot<S::Request, S::Response>>,
     /// Cancelled by [`Bus::stop`]; every task and connection token descends from it.
     stop: CancellationToken,
     refused: AtomicU64,
+    /// Told each time a dialer's first attempt ends; see [`Bus::settle`].
+    first_dial_ended: Notify,
 }
 
 /// Per-peer state.
@@ -326,6 +353,8 @@ struct Slot<Req, Resp> {
     next_inbound: AtomicU64,
     /// Wakes the dialer early: after `heal`, or to end its backoff.
     wake: Notify,
+    /// The dialer's first attempt has ended, connected or not.
+    dialed: AtomicBool,
 }
 
 impl<Req, Resp> Slot<Req, Resp> {
@@ -342,6 +371,7 @@ impl<Req, Resp> Slot<Req, Resp> {
             inbound: Mutex::new(Vec::new()),
             next_inbound: AtomicU64::new(0),
             wake: Notify::new(),
+            dialed: AtomicBool::new(false),
         }
     }
 
@@ -463,6 +493,21 @@ impl<S: Service> Inner<S> {
         self.refused.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Records that the dialer of `slot` has tried once, connected or not, for [`Bus::settle`].
+    fn note_first_dial(&self, slot: &Slot<S::Request, S::Response>) {
+        if !slot.dialed.swap(true, Ordering::SeqCst) {
+            self.first_dial_ended.notify_waiters();
+        }
+    }
+
+    /// Whether every other member's dialer has tried once.
+    fn all_dialed(&self) -> bool {
+        self.peers
+            .iter()
+            .enumerate()
+            .all(|(peer, slot)| peer == usize::from(self.me) || slot.dialed.load(Ordering::SeqCst))
+    }
+
     async fn call_remote(
         &self,
         slot: &Slot<S::Request, S::Response>,
@@ -526,10 +571,12 @@ impl<S: Service> Bus<S> {
             secret: config.secret,
             max_frame: config.max_frame,
             connect_timeout: config.connect_timeout,
+            redial: config.redial,
             service,
             peers: (0..members).map(|_| Slot::new()).collect(),
             stop: CancellationToken::new(),
             refused: AtomicU64::new(0),
+            first_dial_ended: Notify::new(),
         });
         if let Err(e) = valid {
             error!(error = %e, "invalid peer-bus configuration; the bus is not started");
@@ -595,6 +642,26 @@ impl<S: Service> Bus<S> {
         }
         slot.sent.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Waits until every other member has been dialed once, reached or not, for at most `limit` (a dial gives up after
+    /// the configured `connect_timeout`); `false` if the limit passed first. A node that takes commands before then
+    /// would count peers that are up as unreachable and refuse writes a moment after it starts.
+    pub async fn settle(&self, limit: Duration) -> bool {
+        let inner = &self.inner;
+        let settled = async {
+            loop {
+                let ended = inner.first_dial_ended.notified();
+                tokio::pin!(ended);
+                // Registered before the check, so an attempt ending in between still wakes this task.
+                ended.as_mut().enable();
+                if inner.all_dialed() || inner.stop.is_cancelled() {
+                    return;
+                }
+                ended.await;
+            }
+        };
+        tokio::time::timeout(limit, settled).await.is_ok()
     }
 
     /// Whether a call to `to` would be sent now: connected, authenticated and not isolated (the coordinator's

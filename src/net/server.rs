@@ -6,6 +6,7 @@
 //! sends a failure, so the caller does not wait for its timeout.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -86,6 +87,10 @@ async fn serve<S: Service>(inner: Arc<Inner<S>>, mut stream: TcpStream, addr: So
     };
     let name = inner.name(peer);
     info!(peer = %name, remote = %addr, "peer connected");
+    if !slot.connected.load(Ordering::SeqCst) {
+        // The peer is back: our dialer need not wait out its backoff to reach it.
+        slot.wake.notify_one();
+    }
 
     let (read, write) = stream.into_split();
     let outbox: Arc<Outbox<Response<S>>> = Arc::new(Outbox::new());

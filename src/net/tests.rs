@@ -129,6 +129,7 @@ fn config(me: PeerId, addresses: &[SocketAddr], secret: &[u8]) -> BusConfig {
         secret: secret.to_vec(),
         max_frame: 1 << 20,
         connect_timeout: Duration::from_secs(1),
+        redial: Redial::default(),
     }
 }
 
@@ -396,17 +397,7 @@ async fn peer_restart_fails_fast_then_reconnects() {
         );
     }
 
-    let deadline = Instant::now() + DEADLINE;
-    let listener = loop {
-        match TcpListener::bind(addresses[1]).await {
-            Ok(listener) => break listener,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "port never freed: {e}");
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
-    };
-    nodes.push(start_node(1, &addresses, SECRET, listener));
+    nodes.push(start_node(1, &addresses, SECRET, rebind(addresses[1]).await));
 
     eventually_async("0 reaches the restarted 1", || async {
         echo(&nodes[0].bus, 1, 2).await.is_ok()
@@ -414,6 +405,75 @@ async fn peer_restart_fails_fast_then_reconnects() {
     .await;
     eventually_async("the restarted 1 reaches 0", || async {
         echo(&nodes[1].bus, 0, 3).await.is_ok()
+    })
+    .await;
+}
+
+/// Binds `addr` again once the process that held it has let go of it.
+async fn rebind(addr: SocketAddr) -> TcpListener {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => return listener,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "port never freed: {e}");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settle_returns_once_every_member_was_dialed() {
+    init_logs();
+    let (me, up, down) = (bind().await, bind().await, bind().await);
+    let addresses: Vec<SocketAddr> = [&me, &up, &down]
+        .iter()
+        .map(|l| l.local_addr().expect("addr"))
+        .collect();
+    // Nothing listens at member 2's address any more: its dial is refused at once.
+    drop(down);
+    let node = start_node(0, &addresses, SECRET, me);
+    let _peer = start_node(1, &addresses, SECRET, up);
+
+    let started = Instant::now();
+    assert!(node.bus.settle(LONG).await, "settled before the limit");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "a refused dial does not hold settle up to the dial timeout ({:?})",
+        started.elapsed()
+    );
+    assert!(
+        node.bus.is_reachable(1),
+        "a member that is up is reachable once settled"
+    );
+    assert!(!node.bus.is_reachable(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_peer_that_dials_in_ends_the_backoff() {
+    init_logs();
+    let listeners = [bind().await, bind().await];
+    let addresses: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().expect("addr")).collect();
+    let [first, second] = listeners;
+    // Node 0 would wait a minute before redialing a lost peer on its own.
+    let patient = BusConfig {
+        redial: Redial {
+            first: Duration::from_secs(60),
+            max: Duration::from_secs(60),
+        },
+        ..config(0, &addresses, SECRET)
+    };
+    let node = Bus::start(patient, first, TestService::new());
+    let peer = start_node(1, &addresses, SECRET, second);
+    eventually("0 reaches 1", || node.is_reachable(1)).await;
+
+    peer.bus.stop();
+    drop(peer);
+    eventually("1 is seen down", || !node.is_reachable(1)).await;
+    let _restarted = start_node(1, &addresses, SECRET, rebind(addresses[1]).await);
+    eventually("0 redials the restarted 1 as soon as it dials in", || {
+        node.is_reachable(1)
     })
     .await;
 }
