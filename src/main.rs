@@ -1,6 +1,6 @@
 //! The `ringkv` binary: parse flags, load the config, run a node.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -29,7 +29,7 @@ fn main() -> ExitCode {
     let config = match Config::load(&cli) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("ringkv: {e}");
+            say(&e);
             return ExitCode::from(2);
         }
     };
@@ -45,6 +45,9 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
+        // Its fallback for a failed write is `eprintln!`, which panics when stderr is gone (a closed pipe): the
+        // task that logged would die, even the one that stops the node on SIGTERM. A lost log line is not worth it.
+        .log_internal_errors(false)
         .init();
     // A policy or slice the OS refuses costs speed, not correctness: say so and serve.
     if let Err(e) = sched::set_policy(config.server.cpu_policy) {
@@ -64,7 +67,7 @@ fn main() -> ExitCode {
     let runtime = match runtime.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("ringkv: cannot start runtime: {e}");
+            say(&format_args!("cannot start runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -72,10 +75,15 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
-            eprintln!("ringkv: {e}");
+            say(&e);
             ExitCode::FAILURE
         }
     }
+}
+
+/// Tells the operator why the node cannot run, on stderr; ignores a stderr that is gone, where `eprintln!` panics.
+fn say(message: &dyn std::fmt::Display) {
+    let _ = writeln!(std::io::stderr(), "ringkv: {message}");
 }
 
 /// Turns transparent huge pages off for the whole process (`server.disable_thp`). mimalloc asks for huge pages on

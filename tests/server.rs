@@ -3,9 +3,11 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{info_field, wrong_arity, Resp, Server};
+use common::{info_field, ready_addr, wrong_arity, Raw, Resp, Server};
 
 /// CONFIG GET's reply as (name, value) strings, sorted by name.
 fn config_pairs(reply: &Resp) -> Vec<(String, String)> {
@@ -469,6 +471,55 @@ fn shutdown_does_not_wait_for_idle_clients() {
         started.elapsed()
     );
     idle.assert_closed();
+}
+
+#[test]
+fn a_node_whose_log_reader_is_gone_keeps_serving_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("temp data dir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringkv"))
+        .args(["--port", "0", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ringkv");
+    let mut log = BufReader::new(child.stderr.take().expect("piped stderr"));
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        assert!(
+            log.read_line(&mut line).expect("read log") > 0,
+            "exited before it was ready"
+        );
+        if let Some(addr) = ready_addr(&line) {
+            break addr;
+        }
+    };
+    // Whoever read the log is gone: every later log line fails to be written.
+    drop(log);
+    let mut raw = Raw::connect(addr);
+    raw.expect(&["SET", "k", "v"], Resp::ok());
+    raw.expect(&["GET", "k"], Resp::bulk("v"));
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("run kill")
+        .success());
+    let deadline = Instant::now() + common::EXIT_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("SIGTERM did not stop a node whose stderr is a closed pipe");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "exit status {status}");
 }
 
 #[test]

@@ -248,7 +248,7 @@ fn strip_ansi(line: &str) -> String {
 }
 
 /// The `addr=HOST:PORT` field of a ready line.
-fn ready_addr(line: &str) -> Option<SocketAddr> {
+pub fn ready_addr(line: &str) -> Option<SocketAddr> {
     if !line.contains("ringkv ready to accept connections") {
         return None;
     }
