@@ -442,6 +442,16 @@ fn a_restarted_node_takes_writes_at_w_all_as_soon_as_it_is_ready() {
     }
 }
 
+#[test]
+fn lcs_in_a_cluster_reads_both_keys() {
+    let cluster = Cluster::start(3, &[]);
+    cluster.node(0).raw().expect(&["SET", "lcs:a", "ohmytext"], Resp::ok());
+    cluster.node(1).raw().expect(&["SET", "lcs:b", "mynewtext"], Resp::ok());
+    let mut raw = cluster.node(2).raw();
+    raw.expect(&["LCS", "lcs:a", "lcs:b"], Resp::bulk("mytext"));
+    raw.expect(&["LCS", "lcs:b", "lcs:a", "LEN"], Resp::int(6));
+}
+
 /// GET of every key in one pipeline; the replies in order.
 fn pipelined_gets(raw: &mut Raw, keys: &[String]) -> Vec<Resp> {
     let mut bytes = Vec::new();

@@ -277,6 +277,62 @@ fn append_and_strlen() {
     raw.expect(&["STRLEN", "a", "b"], wrong_arity("strlen"));
 }
 
+/// One LCS run as Redis lists it: `[[a_start, a_end], [b_start, b_end]]` and, with WITHMATCHLEN, its length.
+fn run(a: (i64, i64), b: (i64, i64), len: Option<i64>) -> Resp {
+    let mut entry = vec![
+        Resp::Array(vec![Resp::int(a.0), Resp::int(a.1)]),
+        Resp::Array(vec![Resp::int(b.0), Resp::int(b.1)]),
+    ];
+    entry.extend(len.map(Resp::int));
+    Resp::Array(entry)
+}
+
+#[test]
+fn lcs_as_redis_7() {
+    let (_server, mut raw) = common::start();
+    raw.expect(&["MSET", "k1", "ohmytext", "k2", "mynewtext"], Resp::ok());
+    raw.expect(&["LCS", "k1", "k2"], Resp::bulk("mytext"));
+    raw.expect(&["LCS", "k1", "k2", "LEN"], Resp::int(6));
+    let matches = vec![run((4, 7), (5, 8), None), run((2, 3), (0, 1), None)];
+    raw.expect(
+        &["LCS", "k1", "k2", "IDX"],
+        Resp::Array(vec![
+            Resp::bulk("matches"),
+            Resp::Array(matches),
+            Resp::bulk("len"),
+            Resp::int(6),
+        ]),
+    );
+    raw.expect(
+        &["LCS", "k1", "k2", "IDX", "MINMATCHLEN", "4", "WITHMATCHLEN"],
+        Resp::Array(vec![
+            Resp::bulk("matches"),
+            Resp::Array(vec![run((4, 7), (5, 8), Some(4))]),
+            Resp::bulk("len"),
+            Resp::int(6),
+        ]),
+    );
+    raw.expect(&["LCS", "k1", "nokey"], Resp::bulk(""));
+    raw.expect(
+        &["LCS", "k1", "k2", "LEN", "IDX"],
+        Resp::err("ERR If you want both the length and indexes, please just use IDX."),
+    );
+    raw.expect(&["LCS", "k1", "k2", "MINMATCHLEN"], Resp::err("ERR syntax error"));
+    raw.expect(&["LCS", "k1", "k2", "MINMATCHLEN", "x"], Resp::err(NOT_INTEGER));
+    raw.expect(&["LCS", "k1"], wrong_arity("lcs"));
+    raw.expect(&["SUBSTR", "k1", "0", "2"], Resp::bulk("ohm"));
+    raw.expect(&["SUBSTR", "k1"], wrong_arity("substr"));
+    // RESP3 answers IDX with a map.
+    let _ = raw.cmd(&["HELLO", "3"]);
+    raw.expect(
+        &["LCS", "k1", "k2", "IDX", "MINMATCHLEN", "3"],
+        Resp::Map(vec![
+            (Resp::bulk("matches"), Resp::Array(vec![run((4, 7), (5, 8), None)])),
+            (Resp::bulk("len"), Resp::int(6)),
+        ]),
+    );
+}
+
 #[test]
 fn getrange() {
     let (_server, mut raw) = common::start();

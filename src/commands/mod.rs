@@ -5,6 +5,7 @@
 mod cluster;
 mod connection;
 mod keyspace;
+mod lcs;
 mod route;
 mod server;
 mod strings;
@@ -91,6 +92,7 @@ pub enum Cmd {
     Append,
     Strlen,
     Getrange,
+    Lcs,
     Setrange,
     Incr,
     Decr,
@@ -202,6 +204,8 @@ pub static COMMANDS: &[Spec] = &[
     spec!("append", 3, WRITE | DENYOOM | FAST, KEY1, "string", "2.0.0", Append, "Appends a string to the value of a key. Creates the key if it doesn't exist."),
     spec!("strlen", 2, READONLY | FAST, KEY1, "string", "2.2.0", Strlen, "Returns the length of a string value."),
     spec!("getrange", 4, READONLY, KEY1, "string", "2.4.0", Getrange, "Returns a substring of the string stored at a key."),
+    spec!("substr", 4, READONLY, KEY1, "string", "1.0.0", Getrange, "Returns a substring from a string value."),
+    spec!("lcs", -3, READONLY, (1, 2, 1), "string", "7.0.0", Lcs, "Finds the longest common substring."),
     spec!("setrange", 4, WRITE | DENYOOM, KEY1, "string", "2.2.0", Setrange, "Overwrites a part of a string value with another by an offset. Creates the key if it doesn't exist."),
     spec!("incr", 2, WRITE | DENYOOM | FAST, KEY1, "string", "1.0.0", Incr, "Increments the integer value of a key by one. Uses 0 as initial value if the key doesn't exist."),
     spec!("decr", 2, WRITE | DENYOOM | FAST, KEY1, "string", "1.0.0", Decr, "Decrements the integer value of a key by one. Uses 0 as initial value if the key doesn't exist."),
@@ -482,6 +486,7 @@ async fn run(cmd: Cmd, ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Optio
         Cmd::Append => strings::append(ctx, argv).await,
         Cmd::Strlen => strings::strlen(ctx, argv).await,
         Cmd::Getrange => strings::getrange(ctx, argv).await,
+        Cmd::Lcs => lcs::lcs(ctx, argv).await,
         Cmd::Setrange => strings::setrange(ctx, argv).await,
         Cmd::Incr => strings::incr_by(ctx, &argv[1], 1).await,
         Cmd::Decr => strings::incr_by(ctx, &argv[1], -1).await,

@@ -386,7 +386,8 @@ pub async fn append(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
     .await
 }
 
-async fn single_value(ctx: &mut Ctx<'_>, key: &[u8]) -> CommandResult<Option<Bytes>> {
+/// The single live value of a key, for read-only commands that need one: `-CONFLICT` on concurrent values.
+pub async fn single_value(ctx: &mut Ctx<'_>, key: &[u8]) -> CommandResult<Option<Bytes>> {
     Ok(single_sibling(ctx, key).await?.and_then(|s| s.value))
 }
 
