@@ -4,7 +4,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{info_field, ready_addr, wrong_arity, Raw, Resp, Server};
@@ -476,15 +476,7 @@ fn shutdown_does_not_wait_for_idle_clients() {
 #[test]
 fn a_node_whose_log_reader_is_gone_keeps_serving_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().expect("temp data dir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringkv"))
-        .args(["--port", "0", "--data-dir"])
-        .arg(dir.path())
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ringkv");
+    let mut child = common::spawn_child(dir.path(), &[]);
     let mut log = BufReader::new(child.stderr.take().expect("piped stderr"));
     let mut line = String::new();
     let addr = loop {

@@ -257,14 +257,14 @@ pub fn ready_addr(line: &str) -> Option<SocketAddr> {
     field.trim_matches('"').parse().ok()
 }
 
-/// Spawns a server, appending its log lines to `log`; returns once it is ready.
-fn spawn(dir: &Path, args: &[String], log: &Arc<Mutex<Vec<String>>>) -> (Child, SocketAddr) {
+/// Starts `ringkv --data-dir DIR` plus `args` (and `--port 0` unless they name a port), its log on a pipe.
+pub fn spawn_child(dir: &Path, args: &[String]) -> Child {
     let port: &[&str] = if args.iter().any(|a| a == "--port") {
         &[]
     } else {
         &["--port", "0"]
     };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringkv"))
+    Command::new(env!("CARGO_BIN_EXE_ringkv"))
         .args(port)
         .arg("--data-dir")
         .arg(dir)
@@ -274,7 +274,12 @@ fn spawn(dir: &Path, args: &[String], log: &Arc<Mutex<Vec<String>>>) -> (Child, 
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn ringkv");
+        .expect("spawn ringkv")
+}
+
+/// Spawns a server, appending its log lines to `log`; returns once it is ready.
+fn spawn(dir: &Path, args: &[String], log: &Arc<Mutex<Vec<String>>>) -> (Child, SocketAddr) {
+    let mut child = spawn_child(dir, args);
     let stderr = child.stderr.take().expect("piped stderr");
     let (tx, rx) = mpsc::channel::<String>();
     {
