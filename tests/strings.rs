@@ -5,7 +5,7 @@ mod common;
 use std::thread;
 use std::time::Duration;
 
-use common::{assert_pttl, assert_ttl, invalid_expire, wait_until, wrong_arity, Raw, Resp};
+use common::{assert_pttl, assert_ttl, invalid_expire, wait_until, wrong_arity, Raw, Resp, Server};
 
 const SYNTAX: &str = "ERR syntax error";
 const NOT_INTEGER: &str = "ERR value is not an integer or out of range";
@@ -331,6 +331,24 @@ fn lcs_as_redis_7() {
             (Resp::bulk("len"), Resp::int(6)),
         ]),
     );
+}
+
+#[test]
+fn lcs_refuses_a_table_larger_than_proto_max_bulk_len() {
+    // Two 1,000-byte strings need a table of 1,001 x 1,001 four-byte cells: 4,008,004 bytes.
+    let (one_short, fits) = ("4008003", "4008004");
+    let a = "a".repeat(1000);
+    let small = Server::start(&["--proto-max-bulk-len", one_short]);
+    let mut raw = small.raw();
+    raw.expect(&["MSET", "x", &a, "y", &a], Resp::ok());
+    raw.expect(
+        &["LCS", "x", "y", "LEN"],
+        Resp::err("ERR Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len"),
+    );
+    let enough = Server::start(&["--proto-max-bulk-len", fits]);
+    let mut raw = enough.raw();
+    raw.expect(&["MSET", "x", &a, "y", &a], Resp::ok());
+    raw.expect(&["LCS", "x", "y", "LEN"], Resp::int(1000));
 }
 
 #[test]

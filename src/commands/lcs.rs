@@ -172,16 +172,13 @@ pub async fn lcs(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
     let options = Options::parse(&argv[3..])?;
     let a = single_value(ctx, &argv[1]).await?.unwrap_or_default();
     let b = single_value(ctx, &argv[2]).await?.unwrap_or_default();
-    let cells = (a.len() + 1).checked_mul(b.len() + 1);
-    let max_bytes = ctx.node.settings.read().limits.max_bulk_len;
-    let fits = cells
-        .and_then(|cells| cells.checked_mul(std::mem::size_of::<u32>()))
-        .is_some_and(|bytes| bytes as u64 <= max_bytes);
-    let Some(cells) = cells.filter(|_| fits) else {
+    let cells = (a.len() + 1).saturating_mul(b.len() + 1);
+    let table_bytes = cells.saturating_mul(std::mem::size_of::<u32>());
+    if table_bytes as u64 > ctx.node.settings.read().limits.max_bulk_len {
         return Err(CommandError::Other(
             "Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len".into(),
         ));
-    };
+    }
     let found = if cells > BLOCKING_CELLS {
         tokio::task::block_in_place(|| common(&a, &b, &options))
     } else {
