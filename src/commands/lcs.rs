@@ -96,7 +96,8 @@ fn common(a: &[u8], b: &[u8], options: &Options) -> Common {
         len,
         ..Common::default()
     };
-    if options.len && !options.idx {
+    // `Options::parse` refuses LEN with IDX.
+    if options.len {
         return found;
     }
     found.text.reserve(len);
