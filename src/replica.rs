@@ -24,7 +24,8 @@ use crate::storage::{
     StorageKey, Value,
 };
 use crate::version::{
-    ActorId, Basis, EncodedRecord, Record, RecordView, Sibling, VersionVector, WriteError, MAX_SIBLINGS,
+    supersede_encoded, ActorId, Basis, EncodedRecord, Record, RecordView, Sibling, VersionVector, WriteError,
+    MAX_SIBLINGS,
 };
 
 /// Number of lock stripes; two keys share a lock with probability 1/4096.
@@ -394,8 +395,8 @@ impl Replica {
     }
 
     /// [`Replica::update_returning`] of a plain SET, a value superseding everything stored. The new record depends
-    /// only on the stored one's context, so without a cache to fill the stored copy is read in place, not decoded;
-    /// then the written record comes with the [`Basis`] it replaced, for the other replicas.
+    /// only on the stored one's context, so without a cache to fill it is written from the stored bytes, neither
+    /// record decoded (see [`supersede_encoded`]); it comes with the [`Basis`] it replaced, for the other replicas.
     pub fn put_returning(
         &self,
         db: u8,
@@ -403,37 +404,35 @@ impl Replica {
         value: Bytes,
         expire_at_ms: Option<u64>,
     ) -> CommandResult<Option<(Bytes, Option<Basis>)>> {
-        let put = Mutation::Put { value, expire_at_ms };
         if self.write_cache().is_some() {
+            let put = Mutation::Put { value, expire_at_ms };
             let written = self.update_returning(db, key, |_| Ok((put, ())))?.1;
             return Ok(written.map(|encoded| (encoded, None)));
         }
         let stored = self.stored_key(db, key)?;
         let _guard = self.locks[Self::stripe(&stored)].lock();
         let now = now_ms();
-        let mut held: Result<(VersionVector, Option<u64>, Basis), StorageError> = Err(StorageError::Corrupt);
+        let mut written = Ok(None);
+        let mut replaced = Basis::new(None, None, None);
         self.read_locked(&stored, &mut |bytes| {
-            held = match bytes {
-                None => Ok((VersionVector::default(), None, Basis::new(None, None, None))),
-                Some(bytes) => RecordView::decode(bytes)
-                    .map(|view| {
-                        let expiry = view.next_expiry();
-                        (view.context(), expiry, Basis::new(Some(bytes), expiry, None))
-                    })
-                    .ok_or(StorageError::Corrupt),
-            };
+            written = supersede_encoded(bytes, self.actor, &value, expire_at_ms, now);
+            if let Ok(Some(written)) = &written {
+                replaced = Basis::new(bytes, written.replaced_expiry, expire_at_ms);
+            }
         })?;
-        let (context, previous_expiry, mut basis) = held?;
-        // The put leaves one sibling: sized for it, not grown to it (callgrind).
-        let mut record = Record {
-            context,
-            siblings: Vec::with_capacity(1),
-        };
+        let written = written
+            .map_err(|WriteError::TooManySiblings| CommandError::TooManySiblings(MAX_SIBLINGS))?
+            .ok_or(StorageError::Corrupt)?;
         let mut ops = Ops::new();
-        let encoded = self.apply_mutation_after(&mut record, previous_expiry, &stored, put, now, &mut ops)?;
+        Self::reindex(written.replaced_expiry, expire_at_ms, &stored, &mut ops);
+        let encoded = Bytes::from(written.encoded);
+        ops.push(BatchOp::Put(
+            Space::Records,
+            StorageKey::from_slice(&stored),
+            encoded.clone(),
+        ));
         self.commit(&ops)?;
-        basis.expiry = record.next_expiry();
-        Ok(encoded.map(|encoded| (encoded, Some(basis))))
+        Ok(Some((encoded, Some(replaced))))
     }
 
     /// [`Replica::merge`] of a copy as it came from a peer ([`Record::encode`] output). A copy whose bytes equal

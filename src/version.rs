@@ -46,9 +46,11 @@ use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize};
 
 mod basis;
+mod supersede;
 mod view;
 
 pub use basis::Basis;
+pub use supersede::{supersede_encoded, Superseding};
 
 use crate::varint::{put_varint, varint_len};
 pub(crate) use view::Encoded;
