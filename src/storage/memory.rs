@@ -249,7 +249,7 @@ impl Engine for MemoryEngine {
             let map = Self::map_of(&key);
             homes.push((map, self.records[map].0.read().prefetch_slot(&key)));
         }
-        for (map, hash) in homes {
+        for &(map, hash) in &homes {
             self.records[map].0.read().prefetch_entry(hash);
         }
     }
