@@ -651,19 +651,6 @@ impl Replica {
         ops: &mut Ops,
     ) -> CommandResult<Option<Bytes>> {
         let previous_expiry = record.next_expiry();
-        self.apply_mutation_after(record, previous_expiry, stored, mutation, now, ops)
-    }
-
-    /// [`Replica::apply_mutation`] to a record whose stored copy's earliest expiry was `previous_expiry`.
-    fn apply_mutation_after(
-        &self,
-        record: &mut Record,
-        previous_expiry: Option<u64>,
-        stored: &[u8],
-        mutation: Mutation,
-        now: u64,
-        ops: &mut Ops,
-    ) -> CommandResult<Option<Bytes>> {
         let (value, expire_at_ms, context) = match mutation {
             Mutation::Keep => return Ok(None),
             Mutation::Put { value, expire_at_ms } => (Some(value), expire_at_ms, None),
