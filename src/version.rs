@@ -524,21 +524,7 @@ impl Record {
             put_varint(&mut out, sibling.dot.actor);
             put_varint(&mut out, sibling.dot.counter);
             put_varint(&mut out, sibling.timestamp_ms);
-            match &sibling.value {
-                Some(value) => {
-                    out.push(1);
-                    put_varint(&mut out, value.len() as u64);
-                    out.extend_from_slice(value);
-                }
-                None => out.push(0),
-            }
-            match sibling.expire_at_ms {
-                Some(at) => {
-                    out.push(1);
-                    put_varint(&mut out, at);
-                }
-                None => out.push(0),
-            }
+            put_value_and_expiry(&mut out, sibling.value.as_deref(), sibling.expire_at_ms);
         }
         out
     }
@@ -604,6 +590,26 @@ fn encoded_len(
         len += value.map_or(0, |n| varint_len(n as u64) + n) + expire_at_ms.map_or(0, varint_len);
     }
     len
+}
+
+/// Appends a sibling's optional value and optional expiry, which end its encoding (what
+/// [`Encoded::value_and_expiry`] reads).
+fn put_value_and_expiry(out: &mut Vec<u8>, value: Option<&[u8]>, expire_at_ms: Option<u64>) {
+    match value {
+        Some(value) => {
+            out.push(1);
+            put_varint(out, value.len() as u64);
+            out.extend_from_slice(value);
+        }
+        None => out.push(0),
+    }
+    match expire_at_ms {
+        Some(at) => {
+            out.push(1);
+            put_varint(out, at);
+        }
+        None => out.push(0),
+    }
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@
 
 use std::ops::Range;
 
-use super::{ActorId, Encoded, WriteError};
-use crate::varint::{put_varint, varint_len};
+use super::{put_value_and_expiry, ActorId, Encoded, WriteError};
+use crate::varint::put_varint;
 
 /// The encoding of a plain SET's record, and what the expiry index needs to move.
 #[derive(Debug, PartialEq, Eq)]
@@ -41,17 +41,7 @@ pub fn supersede_encoded(
         .ok_or(WriteError::TooManySiblings)?
         .max(now_ms.saturating_mul(1000));
     let (before, after) = (&stored[held.before], &stored[held.after]);
-    let mut out = Vec::with_capacity(
-        varint_len(held.entries)
-            + before.len()
-            + after.len()
-            + 2 * (varint_len(actor) + varint_len(counter))
-            + varint_len(now_ms)
-            + varint_len(value.len() as u64)
-            + value.len()
-            + expire_at_ms.map_or(0, varint_len)
-            + 4,
-    );
+    let mut out = Vec::with_capacity(before.len() + after.len() + value.len() + MAX_NUMBERS_LEN);
     put_varint(&mut out, held.entries);
     out.extend_from_slice(before);
     let dot_start = out.len();
@@ -62,21 +52,17 @@ pub fn supersede_encoded(
     out.push(1); // one sibling, dotted by the writer's new counter
     out.extend_from_within(dot);
     put_varint(&mut out, now_ms);
-    out.push(1); // a value, not a tombstone
-    put_varint(&mut out, value.len() as u64);
-    out.extend_from_slice(value);
-    match expire_at_ms {
-        Some(at) => {
-            out.push(1);
-            put_varint(&mut out, at);
-        }
-        None => out.push(0),
-    }
+    put_value_and_expiry(&mut out, Some(value), expire_at_ms);
     Ok(Some(Superseding {
         encoded: out,
         replaced_expiry: held.expiry,
     }))
 }
+
+/// At most what the new record holds besides the stored entries and the value: eight varints of at most ten bytes
+/// (the entry count, the writer's dot twice, the timestamp, the value's length, the expiry) and three one-byte tags
+/// (the sibling count, the value's and the expiry's).
+const MAX_NUMBERS_LEN: usize = 8 * 10 + 3;
 
 /// The encoding of a record with no context and no sibling: what a key that holds none is superseded from.
 const EMPTY_RECORD: &[u8] = &[0, 0];
@@ -123,11 +109,7 @@ fn read(stored: &[u8], actor: ActorId) -> Option<Held> {
         for _ in 0..3 {
             input.skip_varint()?; // the dot and the timestamp
         }
-        if input.is_some()? {
-            input.bytes()?;
-        }
-        if input.is_some()? {
-            let at = input.varint()?;
+        if let (_, Some(at)) = input.value_and_expiry()? {
             expiry = Some(expiry.map_or(at, |earliest| earliest.min(at)));
         }
     }

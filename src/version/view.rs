@@ -226,7 +226,7 @@ impl<'a> Encoded<'a> {
     }
 
     /// A sibling's optional value and optional expiry, which end its encoding.
-    fn value_and_expiry(&mut self) -> Option<(Option<&'a [u8]>, Option<u64>)> {
+    pub(crate) fn value_and_expiry(&mut self) -> Option<(Option<&'a [u8]>, Option<u64>)> {
         let value = if self.is_some()? { Some(self.bytes()?) } else { None };
         let expire_at_ms = if self.is_some()? { Some(self.varint()?) } else { None };
         Some((value, expire_at_ms))
