@@ -3,6 +3,7 @@
 //! place where failures become Redis error replies.
 
 use crate::storage::StorageError;
+use crate::version::{WriteError, MAX_SIBLINGS};
 
 /// A command's failure, sent to the client as a RESP error.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +121,14 @@ pub enum CommandError {
     /// The storage engine failed; the write (if any) did not happen.
     #[error("ERR storage error: {0}")]
     Storage(#[from] StorageError),
+}
+
+impl From<WriteError> for CommandError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::TooManySiblings => CommandError::TooManySiblings(MAX_SIBLINGS),
+        }
+    }
 }
 
 impl CommandError {

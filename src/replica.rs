@@ -23,10 +23,7 @@ use crate::storage::{
     expiry_key, split_expiry_key, split_storage_key, storage_key, BatchOp, Durability, Engine, Space, StorageError,
     StorageKey, Value,
 };
-use crate::version::{
-    supersede_encoded, ActorId, Basis, EncodedRecord, Record, RecordView, Sibling, VersionVector, WriteError,
-    MAX_SIBLINGS,
-};
+use crate::version::{supersede_encoded, ActorId, Basis, EncodedRecord, Record, RecordView, Sibling, VersionVector};
 
 /// Number of lock stripes; two keys share a lock with probability 1/4096.
 const LOCK_STRIPES: usize = 4096;
@@ -420,9 +417,7 @@ impl Replica {
                 replaced = Basis::new(bytes, written.replaced_expiry, expire_at_ms);
             }
         })?;
-        let written = written
-            .map_err(|WriteError::TooManySiblings| CommandError::TooManySiblings(MAX_SIBLINGS))?
-            .ok_or(StorageError::Corrupt)?;
+        let written = written?.ok_or(StorageError::Corrupt)?;
         let mut ops = Ops::new();
         Self::reindex(written.replaced_expiry, expire_at_ms, &stored, &mut ops);
         let encoded = Bytes::from(written.encoded);
@@ -663,11 +658,10 @@ impl Replica {
             Mutation::Delete if record.live(now).next().is_none() => return Ok(None),
             Mutation::Delete => (None, Some(now + self.tombstone_grace_ms), None),
         };
-        let written = match context {
+        match context {
             None => record.supersede(self.actor, value, expire_at_ms, now),
             Some(context) => record.write(self.actor, &context, value, expire_at_ms, now),
-        };
-        written.map_err(|WriteError::TooManySiblings| CommandError::TooManySiblings(MAX_SIBLINGS))?;
+        }?;
         Self::reindex(previous_expiry, record.next_expiry(), stored, ops);
         let encoded = Bytes::from(record.encode());
         ops.push(BatchOp::Put(
