@@ -552,6 +552,39 @@ fn a_forwarding_replica_hands_its_copy_over_and_takes_the_write_back() {
     a.expect(&["GET", &key], Resp::bulk("new"));
 }
 
+/// A plain SET forwarded with the forwarder's copy is written without running the command table when the
+/// coordinator and the forwarder make up W; it must still clear the TTL, reach the third replica, and wait for
+/// every replica when the client asks W=ALL.
+#[test]
+fn a_forwarded_plain_set_clears_the_ttl_reaches_every_replica_and_keeps_w() {
+    let cluster = Cluster::start(3, &[]);
+    let mut a = cluster.node(0).raw();
+    let key = (0..)
+        .map(|i| format!("fwd:{i}"))
+        .find(|key| coordinator_of(&mut a, key) == "node2")
+        .expect("some key is coordinated by node2");
+    a.expect(&["SET", &key, "timed", "EX", "1000"], Resp::ok());
+    a.expect(&["SET", &key, "plain"], Resp::ok());
+    for node in 0..3 {
+        let mut alone = cluster.node(node).raw();
+        alone.expect(&["CONSISTENCY", "READ", "ONE"], Resp::ok());
+        wait_until(CONVERGE, "every replica holds the plain SET", || {
+            alone.cmd(&["GET", &key]) == Resp::bulk("plain")
+        });
+        alone.expect(&["TTL", &key], Resp::int(-1));
+    }
+
+    let mut c = cluster.node(2).raw();
+    c.expect(&["DEBUG", "ISOLATE", "node1", "node2"], Resp::ok());
+    wait_until(CONVERGE, "node1 loses node3", || reachable(cluster.node(0)) == 2);
+    a.expect(&["CONSISTENCY", "WRITE", "ALL"], Resp::ok());
+    let refused = a.cmd(&["SET", &key, "all"]);
+    assert!(refused.as_error().starts_with("NOQUORUM"), "{refused:?}");
+    a.expect(&["CONSISTENCY", "WRITE", "QUORUM"], Resp::ok());
+    a.expect(&["SET", &key, "two"], Resp::ok());
+    a.expect(&["GET", &key], Resp::bulk("two"));
+}
+
 fn coordinator_of(raw: &mut Raw, key: &str) -> String {
     let rows = raw.cmd(&["CLUSTER", "PREFLIST", key]);
     let row = rows

@@ -6,15 +6,16 @@ use std::sync::{Arc, OnceLock, Weak};
 use bytes::{Bytes, BytesMut};
 use futures_util::future::join_all;
 
-use super::coordinator::answer_keys;
+use super::coordinator::{answer_keys, Scope};
 use super::handback;
 use super::messages::{Forwarded, PeerRequest, PeerResponse};
 use super::wire;
 use crate::commands;
 use crate::error::CommandResult;
 use crate::net::{PeerId, Service};
-use crate::node::Node;
+use crate::node::{Node, Stats};
 use crate::replica::Replica;
+use crate::server::reply::Reply;
 use crate::version::Basis;
 
 /// The answer to a forward that arrives while the node is not (or no longer) there to run it.
@@ -52,6 +53,9 @@ impl PeerService {
         let Some(node) = self.node() else {
             return PeerResponse::Error(STOPPING.into());
         };
+        if let Some(answer) = self.put_now(&node, from, &command) {
+            return answer;
+        }
         let (db, copies) = (command.db, std::mem::take(&mut command.copies));
         // Boxed: a command's future is over a KiB, and the layers below would each move it.
         let run = Box::pin(commands::execute_forwarded(&node, command));
@@ -64,6 +68,39 @@ impl PeerService {
                 records,
             }
         }
+    }
+
+    /// A forwarded `SET key value` with the forwarder's copy, answered at once when
+    /// [`Coordinator::put_forwarded`](super::coordinator::Coordinator::put_forwarded) can; `None` for the usual way.
+    fn put_now(&self, node: &Node, from: PeerId, command: &Forwarded) -> Option<PeerResponse> {
+        let [name, key, value] = &command.argv[..] else {
+            return None;
+        };
+        let [copy] = &command.copies[..] else {
+            return None;
+        };
+        if !name.eq_ignore_ascii_case(b"set") || copy.key != key || node.over_maxmemory() {
+            return None;
+        }
+        if let Some(record) = &copy.record {
+            // A copy that cannot be merged is left to the usual way, which logs it and asks the forwarder's ack.
+            self.replica.merge_encoded(command.db, key, record, None).ok()?;
+        }
+        let scope = Scope {
+            db: command.db,
+            read: command.read_quorum,
+            write: command.write_quorum,
+        };
+        let written = node.coordinator.put_forwarded(scope, key, value, from)?;
+        Stats::bump(&node.stats.commands);
+        Some(match written {
+            Ok(Some(written)) => PeerResponse::Handback {
+                reply: Reply::Ok.into(),
+                records: vec![written],
+            },
+            Ok(None) => PeerResponse::Reply(Reply::Ok.into()),
+            Err(e) => PeerResponse::Reply(Reply::from(e).into()),
+        })
     }
 
     /// Answers a read or merge of the local copy, or a fence; any other request is refused.
