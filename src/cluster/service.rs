@@ -82,16 +82,14 @@ impl PeerService {
         if !name.eq_ignore_ascii_case(b"set") || copy.key != key || node.over_maxmemory() {
             return None;
         }
-        if let Some(record) = &copy.record {
-            // A copy that cannot be merged is left to the usual way, which logs it and asks the forwarder's ack.
-            self.replica.merge_encoded(command.db, key, record, None).ok()?;
-        }
         let scope = Scope {
             db: command.db,
             read: command.read_quorum,
             write: command.write_quorum,
         };
-        let written = node.coordinator.put_forwarded(scope, key, value, from)?;
+        let written = node
+            .coordinator
+            .put_forwarded(scope, key, value, (from, copy.record.as_ref()))?;
         Stats::bump(&node.stats.commands);
         Some(match written {
             Ok(Some(written)) => PeerResponse::Handback {
