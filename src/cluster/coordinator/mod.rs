@@ -518,6 +518,7 @@ impl Coordinator {
         let list = ring.preference_list(key_slot(key));
         let me = self.membership.me();
         let (_, write) = self.quorums(scope);
+        // Two acks without waiting: this node's, and the forwarder's once it stores the record handed back.
         if write > 2 || !list.contains(&me) || !list.contains(&forwarder) {
             return None;
         }
@@ -525,12 +526,11 @@ impl Coordinator {
             // The usual way logs a copy that cannot be merged and asks the forwarder's ack instead.
             self.local.merge_encoded(scope.db, key, copy, None).ok()?;
         }
-        let written = match self.local.put_returning(scope.db, key, value.clone(), None) {
+        let (record, basis) = match self.local.put_returning(scope.db, key, value.clone(), None) {
             Ok(Some(written)) => written,
             Ok(None) => return Some(Ok(None)),
             Err(e) => return Some(Err(e)),
         };
-        let (record, basis) = written;
         let written = || Written {
             db: scope.db,
             key: key.clone(),
