@@ -142,6 +142,28 @@ pub struct Replica {
     write_through: bool,
 }
 
+/// A key with its database and slot: a command's key is looked at by several steps on a node (its route, the
+/// prefetch, the copy sent with a forward, the write), and its slot is hashed once for all of them.
+#[derive(Clone, Copy, Debug)]
+pub struct KeyAt<'a> {
+    pub db: u8,
+    pub slot: u16,
+    pub key: &'a [u8],
+}
+
+impl<'a> KeyAt<'a> {
+    /// `key` of database `db`, its slot hashed.
+    pub fn new(db: u8, key: &'a [u8]) -> Self {
+        Self::in_slot(db, key_slot(key), key)
+    }
+
+    /// `key` of database `db`, whose slot the caller has already taken.
+    pub fn in_slot(db: u8, slot: u16, key: &'a [u8]) -> Self {
+        debug_assert_eq!(slot, key_slot(key));
+        Self { db, slot, key }
+    }
+}
+
 impl Replica {
     /// A replica writing as `actor` into `engine`.
     pub fn new(
@@ -195,23 +217,27 @@ impl Replica {
         self.conflicts
     }
 
-    /// Starts bringing the records of `keys` (database, key), about to be read or written, into the CPU cache (see
+    /// Starts bringing the records of `keys`, about to be read or written, into the CPU cache (see
     /// [`Engine::prefetch`]).
-    pub fn prefetch<'a>(&self, keys: impl IntoIterator<Item = (u8, &'a [u8])>) {
+    pub fn prefetch<'a>(&self, keys: impl IntoIterator<Item = KeyAt<'a>>) {
         let max = self.engine.max_key_len();
         let mut stored = keys
             .into_iter()
-            .filter(|(_, key)| key.len() <= max)
-            .map(|(db, key)| storage_key(key_slot(key), db, key));
+            .filter(|at| at.key.len() <= max)
+            .map(|at| storage_key(at.slot, at.db, at.key));
         self.engine.prefetch(&mut stored);
     }
 
     fn stored_key(&self, db: u8, key: &[u8]) -> CommandResult<StorageKey> {
+        self.stored_key_at(KeyAt::new(db, key))
+    }
+
+    fn stored_key_at(&self, at: KeyAt<'_>) -> CommandResult<StorageKey> {
         let max = self.engine.max_key_len();
-        if key.len() > max {
+        if at.key.len() > max {
             return Err(StorageError::KeyTooLong(max).into());
         }
-        Ok(storage_key(key_slot(key), db, key))
+        Ok(storage_key(at.slot, at.db, at.key))
     }
 
     fn stripe(stored: &[u8]) -> usize {
@@ -322,11 +348,11 @@ impl Replica {
 
     /// The record of `key` as [`Record::encode`] gives it, for a read or a peer: the stored bytes, or the cache's, with
     /// no decode and no encode; a reader decodes what it needs of them ([`Found`](crate::cluster::coordinator::Found)).
-    pub fn read_encoded(&self, db: u8, key: &[u8]) -> CommandResult<Option<Bytes>> {
-        if key.len() > self.engine.max_key_len() {
+    pub fn read_encoded(&self, at: KeyAt<'_>) -> CommandResult<Option<Bytes>> {
+        if at.key.len() > self.engine.max_key_len() {
             return Ok(None);
         }
-        let stored = self.stored_key(db, key)?;
+        let stored = self.stored_key_at(at)?;
         if self.cache.is_some() {
             let copy = |bytes: &[u8]| Ok(Bytes::copy_from_slice(bytes));
             return Ok(self.load_as_or(&stored, |loaded| Ok(loaded.bytes().clone()), copy)?);
@@ -396,17 +422,16 @@ impl Replica {
     /// record decoded (see [`supersede_encoded`]); it comes with the [`Basis`] it replaced, for the other replicas.
     pub fn put_returning(
         &self,
-        db: u8,
-        key: &[u8],
+        at: KeyAt<'_>,
         value: Bytes,
         expire_at_ms: Option<u64>,
     ) -> CommandResult<Option<(Bytes, Option<Basis>)>> {
         if self.write_cache().is_some() {
             let put = Mutation::Put { value, expire_at_ms };
-            let written = self.update_returning(db, key, |_| Ok((put, ())))?.1;
+            let written = self.update_returning(at.db, at.key, |_| Ok((put, ())))?.1;
             return Ok(written.map(|encoded| (encoded, None)));
         }
-        let stored = self.stored_key(db, key)?;
+        let stored = self.stored_key_at(at)?;
         let _guard = self.locks[Self::stripe(&stored)].lock();
         let now = now_ms();
         let mut written = Ok(None);
@@ -435,12 +460,11 @@ impl Replica {
     /// that subsumes the stored copy (replication's common case) is stored as it came, both read in place.
     pub fn merge_encoded(
         &self,
-        db: u8,
-        key: &[u8],
+        at: KeyAt<'_>,
         encoded: &Bytes,
         basis: Option<&Basis>,
     ) -> CommandResult<Option<Record>> {
-        let stored = self.stored_key(db, key)?;
+        let stored = self.stored_key_at(at)?;
         let _guard = self.locks[Self::stripe(&stored)].lock();
         let malformed = || CommandError::Other("malformed record".into());
         let current = if self.write_cache().is_some() {
@@ -906,11 +930,18 @@ mod tests {
                 })
                 .expect("put");
             let record = replica.read(0, b"k").expect("read").expect("stored");
-            let copy = replica.read_encoded(0, b"k").expect("read").expect("stored");
+            let copy = replica
+                .read_encoded(KeyAt::new(0, b"k"))
+                .expect("read")
+                .expect("stored");
             assert_eq!(copy, Bytes::from(record.encode()), "cache {cache_bytes}");
             assert_eq!(Record::decode(&copy).as_ref(), Some(&*record));
-            assert_eq!(replica.read_encoded(0, b"absent").expect("read"), None);
-            assert_eq!(replica.read_encoded(1, b"k").expect("read"), None, "another database");
+            assert_eq!(replica.read_encoded(KeyAt::new(0, b"absent")).expect("read"), None);
+            assert_eq!(
+                replica.read_encoded(KeyAt::new(1, b"k")).expect("read"),
+                None,
+                "another database"
+            );
         }
     }
 
@@ -918,17 +949,23 @@ mod tests {
     fn a_merged_copy_equal_to_the_stored_one_changes_nothing_and_a_different_one_is_still_merged() {
         let (here, there) = (replica_as(1, 0), replica_as(2, 0));
         put(&here, b"k", b"here");
-        let stored = here.read_encoded(0, b"k").expect("read").expect("stored");
-        assert_eq!(here.merge_encoded(0, b"k", &stored, None).expect("merge"), None);
-        assert_eq!(here.read_encoded(0, b"k").expect("read"), Some(stored));
+        let stored = here.read_encoded(KeyAt::new(0, b"k")).expect("read").expect("stored");
+        assert_eq!(
+            here.merge_encoded(KeyAt::new(0, b"k"), &stored, None).expect("merge"),
+            None
+        );
+        assert_eq!(here.read_encoded(KeyAt::new(0, b"k")).expect("read"), Some(stored));
         let garbage = Bytes::from_static(b"\xff\xff\xff");
         assert!(
-            here.merge_encoded(0, b"k", &garbage, None).is_err(),
+            here.merge_encoded(KeyAt::new(0, b"k"), &garbage, None).is_err(),
             "a different copy is decoded"
         );
         put(&there, b"k", b"there");
-        let concurrent = there.read_encoded(0, b"k").expect("read").expect("stored");
-        assert!(here.merge_encoded(0, b"k", &concurrent, None).expect("merge").is_some());
+        let concurrent = there.read_encoded(KeyAt::new(0, b"k")).expect("read").expect("stored");
+        assert!(here
+            .merge_encoded(KeyAt::new(0, b"k"), &concurrent, None)
+            .expect("merge")
+            .is_some());
         let merged = here.read(0, b"k").expect("read").expect("stored");
         let mut values: Vec<&[u8]> = merged.live(0).filter_map(|sibling| sibling.value.as_deref()).collect();
         values.sort();
@@ -959,11 +996,11 @@ mod tests {
             record.live(0).filter_map(|s| s.value.clone()).collect()
         };
         replica
-            .put_returning(0, b"k", Bytes::from_static(b"v1"), None)
+            .put_returning(KeyAt::new(0, b"k"), Bytes::from_static(b"v1"), None)
             .expect("put");
         disk.ingest_now().expect("ingest");
         replica
-            .put_returning(0, b"k", Bytes::from_static(b"v2"), None)
+            .put_returning(KeyAt::new(0, b"k"), Bytes::from_static(b"v2"), None)
             .expect("put");
         assert_eq!(values(&replica), [Bytes::from_static(b"v2")], "v2 supersedes v1");
         // Another writer's value that never saw v2: kept beside it.
@@ -973,7 +1010,9 @@ mod tests {
             .expect("write");
         disk.ingest_now().expect("ingest");
         let encoded = Bytes::from(concurrent.encode());
-        replica.merge_encoded(0, b"k", &encoded, None).expect("merge");
+        replica
+            .merge_encoded(KeyAt::new(0, b"k"), &encoded, None)
+            .expect("merge");
         let mut kept = values(&replica);
         kept.sort();
         assert_eq!(kept, [Bytes::from_static(b"v2"), Bytes::from_static(b"w")], "siblings");
@@ -993,7 +1032,10 @@ mod tests {
         assert_eq!(cached(), None, "a write is not cached");
         disk.ingest_now().expect("ingest");
         let handed = cached();
-        let first = replica.read_encoded(0, b"k").expect("read").expect("stored");
+        let first = replica
+            .read_encoded(KeyAt::new(0, b"k"))
+            .expect("read")
+            .expect("stored");
         assert_eq!(
             handed,
             Some(Some(first.clone())),
@@ -1001,13 +1043,16 @@ mod tests {
         );
         put(&replica, b"k", b"v2");
         assert_eq!(cached(), None, "forgotten by the write");
-        let second = replica.read_encoded(0, b"k").expect("read").expect("stored");
+        let second = replica
+            .read_encoded(KeyAt::new(0, b"k"))
+            .expect("read")
+            .expect("stored");
         assert_ne!(first, second);
         assert_eq!(cached(), None, "read from the write buffer, not cached");
         replica.update(0, b"k", |_| Ok((Mutation::Delete, ()))).expect("delete");
         disk.ingest_now().expect("ingest");
         let handed = cached();
-        let tombstone = replica.read_encoded(0, b"k").expect("read");
+        let tombstone = replica.read_encoded(KeyAt::new(0, b"k")).expect("read");
         assert_ne!(tombstone.as_ref(), Some(&second));
         assert_eq!(handed, Some(tombstone), "the delete's record replaces the value");
     }
@@ -1020,21 +1065,32 @@ mod tests {
         );
         let (here, there) = (disk_replica(dir.path(), 1), disk_replica(other_dir.path(), 2));
         assert!(!here.write_through && here.cache.is_some());
-        let encoded = |replica: &Replica| replica.read_encoded(0, b"k").expect("read").expect("stored");
+        let encoded = |replica: &Replica| {
+            replica
+                .read_encoded(KeyAt::new(0, b"k"))
+                .expect("read")
+                .expect("stored")
+        };
         // Each write below follows a read that cached the record it replaces.
         put(&here, b"k", b"v1");
         let cached = encoded(&here);
         let written = here
-            .put_returning(0, b"k", Bytes::from_static(b"v2"), None)
+            .put_returning(KeyAt::new(0, b"k"), Bytes::from_static(b"v2"), None)
             .expect("put")
             .expect("written")
             .0;
         assert_ne!(written, cached);
         assert_eq!(encoded(&here), written, "after a plain SET");
-        assert_eq!(there.merge_encoded(0, b"k", &written, None).expect("merge"), None);
+        assert_eq!(
+            there.merge_encoded(KeyAt::new(0, b"k"), &written, None).expect("merge"),
+            None
+        );
         put(&there, b"k", b"v3");
         let newer = encoded(&there);
-        assert_eq!(here.merge_encoded(0, b"k", &newer, None).expect("merge"), None);
+        assert_eq!(
+            here.merge_encoded(KeyAt::new(0, b"k"), &newer, None).expect("merge"),
+            None
+        );
         assert_eq!(encoded(&here), newer, "after a replicated write");
         put(&here, b"k", b"v4");
         let record = here.read(0, b"k").expect("read").expect("stored");
@@ -1070,17 +1126,26 @@ mod tests {
                 expire_at_ms: Some(expire_at_ms),
             };
             replica.update(0, b"k", |_| Ok((put, ()))).expect("put");
-            replica.read_encoded(0, b"k").expect("read").expect("stored")
+            replica
+                .read_encoded(KeyAt::new(0, b"k"))
+                .expect("read")
+                .expect("stored")
         };
         let far = now_ms() + 3_600_000;
         for cache_bytes in [0, 1 << 20] {
             let (here, there) = (replica_as(1, cache_bytes), replica_as(2, cache_bytes));
             // A key this replica never held, then the next version of it: each stored as it came, indexed anew.
             let first = put_until(&there, b"v1", far);
-            assert_eq!(here.merge_encoded(0, b"k", &first, None).expect("merge"), None);
+            assert_eq!(
+                here.merge_encoded(KeyAt::new(0, b"k"), &first, None).expect("merge"),
+                None
+            );
             let due = put_until(&there, b"v2", 1);
-            assert_eq!(here.merge_encoded(0, b"k", &due, None).expect("merge"), None);
-            assert_eq!(here.read_encoded(0, b"k").expect("read"), Some(due));
+            assert_eq!(
+                here.merge_encoded(KeyAt::new(0, b"k"), &due, None).expect("merge"),
+                None
+            );
+            assert_eq!(here.read_encoded(KeyAt::new(0, b"k")).expect("read"), Some(due));
             // Only the new deadline is indexed: the sweep drops the key once, and finds nothing else due.
             let swept = here.sweep_expired(16).expect("sweep");
             assert_eq!((swept.handled, swept.expired), (1, 1), "cache {cache_bytes}");
@@ -1119,16 +1184,19 @@ mod tests {
                 expire_at_ms: Some(1),
             };
             there.update(0, b"k", |_| Ok((expiring, ()))).expect("put");
-            let theirs = there.read_encoded(0, b"k").expect("read").expect("stored");
-            here.merge_encoded(0, b"k", &theirs, None).expect("merge");
+            let theirs = there.read_encoded(KeyAt::new(0, b"k")).expect("read").expect("stored");
+            here.merge_encoded(KeyAt::new(0, b"k"), &theirs, None).expect("merge");
             let before = here.read(0, b"k").expect("read").expect("stored");
             assert_eq!(before.siblings.len(), 2);
 
             let (encoded, _) = here
-                .put_returning(0, b"k", Bytes::from_static(b"new"), None)
+                .put_returning(KeyAt::new(0, b"k"), Bytes::from_static(b"new"), None)
                 .expect("set")
                 .expect("written");
-            assert_eq!(here.read_encoded(0, b"k").expect("read"), Some(encoded.clone()));
+            assert_eq!(
+                here.read_encoded(KeyAt::new(0, b"k")).expect("read"),
+                Some(encoded.clone())
+            );
             let after = Record::decode(&encoded).expect("decodes");
             let [only] = &after.siblings[..] else {
                 panic!("one sibling, cache {cache_bytes}")
@@ -1154,23 +1222,29 @@ mod tests {
         for cache_bytes in [0, 1 << 20] {
             let (here, there) = (replica_as(1, cache_bytes), replica_as(2, cache_bytes));
             put(&here, b"k", b"old");
-            let held = here.read_encoded(0, b"k").expect("read").expect("stored");
+            let held = here.read_encoded(KeyAt::new(0, b"k")).expect("read").expect("stored");
             assert_eq!(
-                here.merge_encoded(0, b"k", &held, None).expect("merge"),
+                here.merge_encoded(KeyAt::new(0, b"k"), &held, None).expect("merge"),
                 None,
                 "its own copy"
             );
-            assert_eq!(here.read_encoded(0, b"k").expect("read"), Some(held.clone()));
+            assert_eq!(
+                here.read_encoded(KeyAt::new(0, b"k")).expect("read"),
+                Some(held.clone())
+            );
 
-            let malformed = here.merge_encoded(0, b"k", &Bytes::from_static(b"\xff\xff\xff"), None);
+            let malformed = here.merge_encoded(KeyAt::new(0, b"k"), &Bytes::from_static(b"\xff\xff\xff"), None);
             assert!(malformed.is_err(), "cache {cache_bytes}");
-            assert_eq!(here.read_encoded(0, b"k").expect("read"), Some(held.clone()));
+            assert_eq!(
+                here.read_encoded(KeyAt::new(0, b"k")).expect("read"),
+                Some(held.clone())
+            );
 
             // Another actor's concurrent write: both values stay, and the sender learns it lacked one.
             put(&there, b"k", b"new");
-            let theirs = there.read_encoded(0, b"k").expect("read").expect("stored");
+            let theirs = there.read_encoded(KeyAt::new(0, b"k")).expect("read").expect("stored");
             let diverged = here
-                .merge_encoded(0, b"k", &theirs, None)
+                .merge_encoded(KeyAt::new(0, b"k"), &theirs, None)
                 .expect("merge")
                 .expect("diverged");
             assert_eq!(diverged.siblings.len(), 2);
@@ -1178,12 +1252,21 @@ mod tests {
             assert_eq!(*merged, diverged);
 
             // The next version of what it holds: stored as the bytes came, nothing sent back.
-            let merged = here.read_encoded(0, b"k").expect("read").expect("stored");
-            assert_eq!(there.merge_encoded(0, b"k", &merged, None).expect("merge"), None);
+            let merged = here.read_encoded(KeyAt::new(0, b"k")).expect("read").expect("stored");
+            assert_eq!(
+                there.merge_encoded(KeyAt::new(0, b"k"), &merged, None).expect("merge"),
+                None
+            );
             put(&there, b"k", b"newest");
-            let newest = there.read_encoded(0, b"k").expect("read").expect("stored");
-            assert_eq!(here.merge_encoded(0, b"k", &newest, None).expect("merge"), None);
-            assert_eq!(here.read_encoded(0, b"k").expect("read"), Some(newest.clone()));
+            let newest = there.read_encoded(KeyAt::new(0, b"k")).expect("read").expect("stored");
+            assert_eq!(
+                here.merge_encoded(KeyAt::new(0, b"k"), &newest, None).expect("merge"),
+                None
+            );
+            assert_eq!(
+                here.read_encoded(KeyAt::new(0, b"k")).expect("read"),
+                Some(newest.clone())
+            );
             assert_eq!(here.read(0, b"k").expect("read").expect("stored").siblings.len(), 1);
         }
     }
@@ -1192,11 +1275,14 @@ mod tests {
     fn a_write_over_the_held_bytes_is_stored_unread_and_any_other_is_merged() {
         let (coordinator, replica) = (replica_as(1, 0), replica_as(2, 0));
         put(&coordinator, b"k", b"old");
-        let old = coordinator.read_encoded(0, b"k").expect("read").expect("stored");
-        replica.merge_encoded(0, b"k", &old, None).expect("merge");
+        let old = coordinator
+            .read_encoded(KeyAt::new(0, b"k"))
+            .expect("read")
+            .expect("stored");
+        replica.merge_encoded(KeyAt::new(0, b"k"), &old, None).expect("merge");
         let far = now_ms() + 3_600_000;
         let (new, basis) = coordinator
-            .put_returning(0, b"k", Bytes::from_static(b"new"), Some(far))
+            .put_returning(KeyAt::new(0, b"k"), Bytes::from_static(b"new"), Some(far))
             .expect("set")
             .expect("written");
         let basis = basis.expect("a basis without a cache");
@@ -1205,24 +1291,44 @@ mod tests {
         // Settled by the digest alone: even a record that does not subsume the held one would be stored as it came.
         let stranger = replica_as(3, 0);
         put(&stranger, b"k", b"concurrent");
-        let concurrent = stranger.read_encoded(0, b"k").expect("read").expect("stored");
+        let concurrent = stranger
+            .read_encoded(KeyAt::new(0, b"k"))
+            .expect("read")
+            .expect("stored");
         let spare = replica_as(2, 0);
-        spare.merge_encoded(0, b"k", &old, None).expect("merge");
+        spare.merge_encoded(KeyAt::new(0, b"k"), &old, None).expect("merge");
         assert_eq!(
-            spare.merge_encoded(0, b"k", &concurrent, Some(&basis)).expect("merge"),
+            spare
+                .merge_encoded(KeyAt::new(0, b"k"), &concurrent, Some(&basis))
+                .expect("merge"),
             None
         );
-        assert_eq!(spare.read_encoded(0, b"k").expect("read"), Some(concurrent.clone()));
+        assert_eq!(
+            spare.read_encoded(KeyAt::new(0, b"k")).expect("read"),
+            Some(concurrent.clone())
+        );
 
         // The write itself: stored, its deadline indexed in place of none.
-        assert_eq!(replica.merge_encoded(0, b"k", &new, Some(&basis)).expect("merge"), None);
-        assert_eq!(replica.read_encoded(0, b"k").expect("read"), Some(new.clone()));
+        assert_eq!(
+            replica
+                .merge_encoded(KeyAt::new(0, b"k"), &new, Some(&basis))
+                .expect("merge"),
+            None
+        );
+        assert_eq!(
+            replica.read_encoded(KeyAt::new(0, b"k")).expect("read"),
+            Some(new.clone())
+        );
         assert_eq!(replica.sweep_expired(16).expect("sweep").handled, 0, "not due yet");
 
         // A replica holding other bytes merges the usual way and says what the write lacked.
         let other = replica_as(2, 0);
-        other.merge_encoded(0, b"k", &concurrent, None).expect("merge");
-        let diverged = other.merge_encoded(0, b"k", &new, Some(&basis)).expect("merge");
+        other
+            .merge_encoded(KeyAt::new(0, b"k"), &concurrent, None)
+            .expect("merge");
+        let diverged = other
+            .merge_encoded(KeyAt::new(0, b"k"), &new, Some(&basis))
+            .expect("merge");
         assert_eq!(diverged.expect("diverged").siblings.len(), 2);
     }
 

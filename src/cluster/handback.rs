@@ -22,7 +22,7 @@ use smallvec::SmallVec;
 
 use super::messages::{KeyCopy, Written};
 use super::ring::MemberIndex;
-use crate::replica::Replica;
+use crate::replica::{KeyAt, Replica};
 use crate::version::Basis;
 
 tokio::task_local! {
@@ -102,7 +102,7 @@ pub async fn serve<T>(
         let merged = match &copy.record {
             None => true,
             Some(record) => local
-                .merge_encoded(db, &copy.key, record, None)
+                .merge_encoded(KeyAt::new(db, &copy.key), record, None)
                 .map_err(|e| tracing::warn!("merging a forwarder's copy failed: {e}"))
                 .is_ok(),
         };

@@ -5,6 +5,7 @@ use std::sync::{Arc, OnceLock, Weak};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::future::join_all;
+use smallvec::SmallVec;
 
 use super::coordinator::{answer_keys, Scope};
 use super::handback;
@@ -14,7 +15,7 @@ use crate::commands;
 use crate::error::CommandResult;
 use crate::net::{PeerId, Service};
 use crate::node::{Node, Stats};
-use crate::replica::Replica;
+use crate::replica::{KeyAt, Replica};
 use crate::server::reply::Reply;
 use crate::version::Basis;
 
@@ -104,22 +105,29 @@ impl PeerService {
     /// Answers a read or merge of the local copy, or a fence; any other request is refused.
     fn answer_locally(&self, request: PeerRequest) -> PeerResponse {
         let answer = match request {
-            PeerRequest::Read { db, key } => self.replica.read_encoded(db, &key).map(PeerResponse::Record),
+            PeerRequest::Read { db, key } => self
+                .replica
+                .read_encoded(KeyAt::new(db, &key))
+                .map(PeerResponse::Record),
             PeerRequest::ReadBatch { db, keys } => {
-                self.replica.prefetch(keys.iter().map(|key| (db, &key[..])));
+                let keys: Vec<KeyAt> = keys.iter().map(|key| KeyAt::new(db, key)).collect();
+                self.replica.prefetch(keys.iter().copied());
                 keys.iter()
-                    .map(|key| self.replica.read_encoded(db, key))
+                    .map(|&at| self.replica.read_encoded(at))
                     .collect::<CommandResult<_>>()
                     .map(PeerResponse::Records)
             }
-            PeerRequest::Merge { db, key, record, basis } => Ok(self.merge(db, &key, &record, basis.as_ref())),
+            PeerRequest::Merge { db, key, record, basis } => {
+                Ok(self.merge(KeyAt::new(db, &key), &record, basis.as_ref()))
+            }
             PeerRequest::MergeBatch(merges) => {
-                self.replica
-                    .prefetch(merges.iter().map(|merge| (merge.db, &merge.key[..])));
+                let keys: SmallVec<[KeyAt; 16]> = merges.iter().map(|merge| KeyAt::new(merge.db, &merge.key)).collect();
+                self.replica.prefetch(keys.iter().copied());
                 Ok(PeerResponse::Batch(
                     merges
                         .iter()
-                        .map(|merge| self.merge(merge.db, &merge.key, &merge.record, merge.basis.as_ref()))
+                        .zip(keys)
+                        .map(|(merge, at)| self.merge(at, &merge.record, merge.basis.as_ref()))
                         .collect(),
                 ))
             }
@@ -131,8 +139,8 @@ impl PeerService {
 
     /// Merges another replica's copy of `key` into the local one: `Ack`, or `Diverged` with the merged copy if the
     /// local one held versions the sender lacked.
-    fn merge(&self, db: u8, key: &[u8], record: &Bytes, basis: Option<&Basis>) -> PeerResponse {
-        match self.replica.merge_encoded(db, key, record, basis) {
+    fn merge(&self, at: KeyAt<'_>, record: &Bytes, basis: Option<&Basis>) -> PeerResponse {
+        match self.replica.merge_encoded(at, record, basis) {
             Ok(None) => PeerResponse::Ack,
             Ok(Some(merged)) => PeerResponse::Diverged(Bytes::from(merged.encode())),
             Err(e) => PeerResponse::Error(e.to_string()),
@@ -181,7 +189,7 @@ impl Service for PeerService {
             // Boxed, so that the task spawned for every request is not as big as a command's future.
             PeerRequest::Forward(command) => return Box::pin(self.coordinate(from, command)).await,
             PeerRequest::ForwardBatch(commands) => {
-                let keys = commands.iter().filter_map(|c| Some((c.db, &c.argv.get(1)?[..])));
+                let keys = commands.iter().filter_map(|c| Some(KeyAt::new(c.db, c.argv.get(1)?)));
                 self.replica.prefetch(keys);
                 let runs = join_all(commands.into_iter().map(|command| self.coordinate(from, command)));
                 let answers = match self.node() {

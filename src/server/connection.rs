@@ -20,6 +20,7 @@ use crate::cluster::preread;
 use crate::cluster::ring::MemberIndex;
 use crate::commands::{self, Prepared};
 use crate::node::Node;
+use crate::replica::KeyAt;
 use futures_util::future::{join, join_all};
 
 /// Per-connection state that commands read and change.
@@ -229,9 +230,11 @@ async fn run_group(node: &Arc<Node>, session: &mut Session, group: &mut Vec<Grou
     }
     // Every command of the group has its key at argv[1].
     let db = session.scope().db;
-    node.coordinator
-        .local()
-        .prefetch(group.iter().filter_map(|grouped| Some((db, &grouped.argv.get(1)?[..]))));
+    node.coordinator.local().prefetch(
+        group
+            .iter()
+            .filter_map(|grouped| Some(KeyAt::new(db, grouped.argv.get(1)?))),
+    );
     let mut forks: Vec<Session> = group.iter().map(|_| session.fork()).collect();
     let n = group.len();
     // What runs here, by position; the forwards leave a `None`.

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::join_all;
+use smallvec::SmallVec;
 
 use super::{Coordinator, Peers};
 use crate::cluster::messages::{Forwarded, KeyCopy, PeerRequest, PeerResponse, Written};
@@ -12,6 +13,7 @@ use crate::cluster::ring::MemberIndex;
 use crate::cluster::slot::key_slot;
 use crate::error::{CommandError, CommandResult};
 use crate::node::Stats;
+use crate::replica::KeyAt;
 use crate::server::reply::Reply;
 
 impl Coordinator {
@@ -88,11 +90,15 @@ impl Coordinator {
                     PeerResponse::Handback { records, .. } => &records[..],
                     _ => &[],
                 });
+                let slots: SmallVec<[u16; 16]> = handed.clone().map(|written| key_slot(&written.key)).collect();
+                let keys = handed.zip(&slots);
                 self.local
-                    .prefetch(handed.map(|written| (written.db, &written.key[..])));
+                    .prefetch(keys.map(|(written, &slot)| KeyAt::in_slot(written.db, slot, &written.key)));
+                // The handed-back records' slots, in the order `take_back` stores them.
+                let mut slots = slots.into_iter();
                 responses
                     .into_iter()
-                    .map(|response| self.forwarded_reply(peers, to, Ok(response)))
+                    .map(|response| self.forwarded_reply(peers, to, Ok(response), &mut slots))
                     .collect()
             }
             Err(e) => (0..n).map(|_| Err(self.peer_error(to, &e))).collect(),
@@ -105,11 +111,12 @@ impl Coordinator {
         peers: &Peers,
         to: MemberIndex,
         response: Result<PeerResponse, String>,
+        slots: &mut impl Iterator<Item = u16>,
     ) -> CommandResult<Reply> {
         match response {
             Ok(PeerResponse::Reply(reply)) => Ok(reply.into()),
             Ok(PeerResponse::Handback { reply, records }) => {
-                self.take_back(peers, to, records)?;
+                self.take_back(peers, to, records, slots)?;
                 Ok(reply.into())
             }
             Ok(PeerResponse::Error(e)) => Ok(Reply::Error(e)),
@@ -125,12 +132,13 @@ impl Coordinator {
         let me = self.membership.me();
         let mut copies: Vec<KeyCopy> = Vec::with_capacity(keys.size_hint().0);
         for key in keys {
-            if !ring.preference_list(key_slot(key)).contains(&me) {
+            let slot = key_slot(key);
+            if !ring.preference_list(slot).contains(&me) {
                 continue;
             }
             copies.push(KeyCopy {
                 key: key.clone(),
-                record: self.local.read_encoded(db, key)?,
+                record: self.local.read_encoded(KeyAt::in_slot(db, slot, key))?,
             });
         }
         Ok(copies)
@@ -139,13 +147,21 @@ impl Coordinator {
     /// Stores the records a coordinator handed back; the write's reply waits
     /// for them, as they count towards its W. A copy that turns out to hold
     /// versions the coordinator's lacks (a concurrent repair) goes back to it.
-    fn take_back(&self, peers: &Peers, from: MemberIndex, records: Vec<Written>) -> CommandResult<()> {
+    /// `slots` gives the records' slots in order.
+    fn take_back(
+        &self,
+        peers: &Peers,
+        from: MemberIndex,
+        records: Vec<Written>,
+        slots: &mut impl Iterator<Item = u16>,
+    ) -> CommandResult<()> {
         for handed in records {
             Stats::bump(&self.stats.handed_back);
             let basis = handed.basis.as_ref();
-            if let Some(merged) = self
-                .local
-                .merge_encoded(handed.db, &handed.key, &handed.record, basis)?
+            let slot = slots.next().unwrap_or_else(|| key_slot(&handed.key));
+            if let Some(merged) =
+                self.local
+                    .merge_encoded(KeyAt::in_slot(handed.db, slot, &handed.key), &handed.record, basis)?
             {
                 let request = PeerRequest::Merge {
                     db: handed.db,

@@ -53,7 +53,7 @@ use crate::error::{CommandError, CommandResult};
 use crate::glob;
 use crate::net::Bus;
 use crate::node::Stats;
-use crate::replica::{Current, Mutation, RecordVisitor, Replica};
+use crate::replica::{Current, KeyAt, Mutation, RecordVisitor, Replica};
 use crate::version::{Basis, Record};
 
 /// A replica's answer to one merge of a write: from its pipeline's batch, or from a message of its own.
@@ -307,10 +307,12 @@ impl Coordinator {
         while answered < need {
             match pending.next().await {
                 Some((_, Some(None))) => answered += 1,
-                Some((_, Some(Some(copy)))) => match self.local.merge_encoded(scope.db, &key, &copy, None) {
-                    Ok(_) => answered += 1,
-                    Err(e) => tracing::warn!("merging a replica's copy before a write failed: {e}"),
-                },
+                Some((_, Some(Some(copy)))) => {
+                    match self.local.merge_encoded(KeyAt::new(scope.db, &key), &copy, None) {
+                        Ok(_) => answered += 1,
+                        Err(e) => tracing::warn!("merging a replica's copy before a write failed: {e}"),
+                    }
+                }
                 Some((_, None)) => {}
                 None => break,
             }
@@ -515,7 +517,9 @@ impl Coordinator {
     ) -> Option<CommandResult<Option<Written>>> {
         let peers = self.peers.as_ref()?;
         let ring = self.membership.ring();
-        let list = ring.preference_list(key_slot(key));
+        let slot = key_slot(key);
+        let at = KeyAt::in_slot(scope.db, slot, key);
+        let list = ring.preference_list(slot);
         let me = self.membership.me();
         let (_, write) = self.quorums(scope);
         // Two acks without waiting: this node's, and the forwarder's once it stores the record handed back.
@@ -524,9 +528,9 @@ impl Coordinator {
         }
         if let Some(copy) = copy {
             // The usual way logs a copy that cannot be merged and asks the forwarder's ack instead.
-            self.local.merge_encoded(scope.db, key, copy, None).ok()?;
+            self.local.merge_encoded(at, copy, None).ok()?;
         }
-        let (record, basis) = match self.local.put_returning(scope.db, key, value.clone(), None) {
+        let (record, basis) = match self.local.put_returning(at, value.clone(), None) {
             Ok(Some(written)) => written,
             Ok(None) => return Some(Ok(None)),
             Err(e) => return Some(Err(e)),
@@ -560,13 +564,15 @@ impl Coordinator {
             return self.local.update(scope.db, key, |_| Ok((put(), ())));
         };
         let ring = self.membership.ring();
-        let list = ring.preference_list(key_slot(key));
+        let slot = key_slot(key);
+        let list = ring.preference_list(slot);
         if !list.contains(&self.membership.me()) {
             return Err(CommandError::NoReplica);
         }
         let (_, write) = self.quorums(scope);
         for _ in 0..3 {
-            let written = self.local.put_returning(scope.db, key, value.clone(), expire_at_ms)?;
+            let at = KeyAt::in_slot(scope.db, slot, key);
+            let written = self.local.put_returning(at, value.clone(), expire_at_ms)?;
             let Some((encoded, basis)) = written else { return Ok(()) };
             let diverged = self
                 .replicate(peers, scope.db, key, (&encoded, basis), list, write)

@@ -17,7 +17,7 @@ use crate::cluster::slot::key_slot;
 use crate::error::{CommandError, CommandResult};
 use crate::net::Bus;
 use crate::node::Stats;
-use crate::replica::Replica;
+use crate::replica::{KeyAt, Replica};
 use crate::version::Record;
 
 impl Coordinator {
@@ -95,15 +95,18 @@ impl Coordinator {
 
     /// This node's copy of `key` for a quorum read: its bytes, not decoded (see [`Found`]).
     fn local_copy(&self, db: u8, key: &[u8]) -> CommandResult<Option<ReplicaCopy>> {
-        Ok(self.local.read_encoded(db, key)?.map(|encoded| ReplicaCopy {
-            record: None,
-            encoded: Some(encoded),
-        }))
+        Ok(self
+            .local
+            .read_encoded(KeyAt::new(db, key))?
+            .map(|encoded| ReplicaCopy {
+                record: None,
+                encoded: Some(encoded),
+            }))
     }
 
     /// The local replica's record of `key`, where it alone answers: its bytes, as for a quorum read.
     fn read_here(&self, db: u8, key: &[u8]) -> CommandResult<Option<Found>> {
-        Ok(self.local.read_encoded(db, key)?.map(Found::Stored))
+        Ok(self.local.read_encoded(KeyAt::new(db, key))?.map(Found::Stored))
     }
 
     /// Once the replicas still pending have answered, sends the merge of all
