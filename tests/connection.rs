@@ -366,6 +366,21 @@ fn client_list() {
 }
 
 #[test]
+fn client_list_idle_counts_from_the_last_request() {
+    let (server, mut raw) = common::start();
+    let mut quiet = server.raw();
+    let quiet_id = quiet.cmd(&["CLIENT", "ID"]).as_int().to_string();
+    let quiet_line = |raw: &mut common::Raw| raw.cmd(&["CLIENT", "LIST", "ID", &quiet_id]).text();
+    common::wait_until(Duration::from_secs(5), "the quiet client to idle a second", || {
+        field(&quiet_line(&mut raw), "idle") != "0"
+    });
+    quiet.expect(&["PING"], Resp::simple("PONG"));
+    let line = quiet_line(&mut raw);
+    assert_eq!(field(&line, "idle"), "0", "{line:?}");
+    assert_eq!(field(&line, "cmd"), "ping", "{line:?}");
+}
+
+#[test]
 fn unknown_command() {
     let (_server, mut raw) = common::start();
     raw.expect(

@@ -376,7 +376,7 @@ pub fn prepare_found(node: &Arc<Node>, session: &mut Session, index: usize, argv
     let spec = &COMMANDS[index];
     session
         .handle
-        .touch(argv.get(1).and_then(|sub| subcommand(spec, sub)).unwrap_or(index));
+        .ran(argv.get(1).and_then(|sub| subcommand(spec, sub)).unwrap_or(index));
     Stats::bump(&node.stats.commands);
     // Redis 7.0's order: unknown command, arity, then authentication.
     let argc = argv.len() as i32;

@@ -122,7 +122,7 @@ pub async fn serve(node: Arc<Node>, mut stream: TcpStream, handle: Arc<ClientHan
         };
         match read {
             Ok(0) | Err(_) => break,
-            Ok(_) => {}
+            Ok(_) => session.handle.heard_from(),
         }
         // In a cluster a key command waits for peers: the single-key commands
         // of a pipeline that touch distinct keys run concurrently, replies
