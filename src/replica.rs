@@ -879,6 +879,11 @@ mod tests {
     use crate::config::FsyncMode;
     use crate::storage::MemoryEngine;
 
+    /// The key most tests use.
+    fn k() -> KeyAt<'static> {
+        KeyAt::new(0, b"k")
+    }
+
     fn replica() -> Replica {
         replica_with_cache(1 << 20)
     }
@@ -930,10 +935,7 @@ mod tests {
                 })
                 .expect("put");
             let record = replica.read(0, b"k").expect("read").expect("stored");
-            let copy = replica
-                .read_encoded(KeyAt::new(0, b"k"))
-                .expect("read")
-                .expect("stored");
+            let copy = replica.read_encoded(k()).expect("read").expect("stored");
             assert_eq!(copy, Bytes::from(record.encode()), "cache {cache_bytes}");
             assert_eq!(Record::decode(&copy).as_ref(), Some(&*record));
             assert_eq!(replica.read_encoded(KeyAt::new(0, b"absent")).expect("read"), None);
@@ -949,23 +951,17 @@ mod tests {
     fn a_merged_copy_equal_to_the_stored_one_changes_nothing_and_a_different_one_is_still_merged() {
         let (here, there) = (replica_as(1, 0), replica_as(2, 0));
         put(&here, b"k", b"here");
-        let stored = here.read_encoded(KeyAt::new(0, b"k")).expect("read").expect("stored");
-        assert_eq!(
-            here.merge_encoded(KeyAt::new(0, b"k"), &stored, None).expect("merge"),
-            None
-        );
-        assert_eq!(here.read_encoded(KeyAt::new(0, b"k")).expect("read"), Some(stored));
+        let stored = here.read_encoded(k()).expect("read").expect("stored");
+        assert_eq!(here.merge_encoded(k(), &stored, None).expect("merge"), None);
+        assert_eq!(here.read_encoded(k()).expect("read"), Some(stored));
         let garbage = Bytes::from_static(b"\xff\xff\xff");
         assert!(
-            here.merge_encoded(KeyAt::new(0, b"k"), &garbage, None).is_err(),
+            here.merge_encoded(k(), &garbage, None).is_err(),
             "a different copy is decoded"
         );
         put(&there, b"k", b"there");
-        let concurrent = there.read_encoded(KeyAt::new(0, b"k")).expect("read").expect("stored");
-        assert!(here
-            .merge_encoded(KeyAt::new(0, b"k"), &concurrent, None)
-            .expect("merge")
-            .is_some());
+        let concurrent = there.read_encoded(k()).expect("read").expect("stored");
+        assert!(here.merge_encoded(k(), &concurrent, None).expect("merge").is_some());
         let merged = here.read(0, b"k").expect("read").expect("stored");
         let mut values: Vec<&[u8]> = merged.live(0).filter_map(|sibling| sibling.value.as_deref()).collect();
         values.sort();
@@ -996,11 +992,11 @@ mod tests {
             record.live(0).filter_map(|s| s.value.clone()).collect()
         };
         replica
-            .put_returning(KeyAt::new(0, b"k"), Bytes::from_static(b"v1"), None)
+            .put_returning(k(), Bytes::from_static(b"v1"), None)
             .expect("put");
         disk.ingest_now().expect("ingest");
         replica
-            .put_returning(KeyAt::new(0, b"k"), Bytes::from_static(b"v2"), None)
+            .put_returning(k(), Bytes::from_static(b"v2"), None)
             .expect("put");
         assert_eq!(values(&replica), [Bytes::from_static(b"v2")], "v2 supersedes v1");
         // Another writer's value that never saw v2: kept beside it.
@@ -1010,9 +1006,7 @@ mod tests {
             .expect("write");
         disk.ingest_now().expect("ingest");
         let encoded = Bytes::from(concurrent.encode());
-        replica
-            .merge_encoded(KeyAt::new(0, b"k"), &encoded, None)
-            .expect("merge");
+        replica.merge_encoded(k(), &encoded, None).expect("merge");
         let mut kept = values(&replica);
         kept.sort();
         assert_eq!(kept, [Bytes::from_static(b"v2"), Bytes::from_static(b"w")], "siblings");
@@ -1032,10 +1026,7 @@ mod tests {
         assert_eq!(cached(), None, "a write is not cached");
         disk.ingest_now().expect("ingest");
         let handed = cached();
-        let first = replica
-            .read_encoded(KeyAt::new(0, b"k"))
-            .expect("read")
-            .expect("stored");
+        let first = replica.read_encoded(k()).expect("read").expect("stored");
         assert_eq!(
             handed,
             Some(Some(first.clone())),
@@ -1043,16 +1034,13 @@ mod tests {
         );
         put(&replica, b"k", b"v2");
         assert_eq!(cached(), None, "forgotten by the write");
-        let second = replica
-            .read_encoded(KeyAt::new(0, b"k"))
-            .expect("read")
-            .expect("stored");
+        let second = replica.read_encoded(k()).expect("read").expect("stored");
         assert_ne!(first, second);
         assert_eq!(cached(), None, "read from the write buffer, not cached");
         replica.update(0, b"k", |_| Ok((Mutation::Delete, ()))).expect("delete");
         disk.ingest_now().expect("ingest");
         let handed = cached();
-        let tombstone = replica.read_encoded(KeyAt::new(0, b"k")).expect("read");
+        let tombstone = replica.read_encoded(k()).expect("read");
         assert_ne!(tombstone.as_ref(), Some(&second));
         assert_eq!(handed, Some(tombstone), "the delete's record replaces the value");
     }
@@ -1065,32 +1053,21 @@ mod tests {
         );
         let (here, there) = (disk_replica(dir.path(), 1), disk_replica(other_dir.path(), 2));
         assert!(!here.write_through && here.cache.is_some());
-        let encoded = |replica: &Replica| {
-            replica
-                .read_encoded(KeyAt::new(0, b"k"))
-                .expect("read")
-                .expect("stored")
-        };
+        let encoded = |replica: &Replica| replica.read_encoded(k()).expect("read").expect("stored");
         // Each write below follows a read that cached the record it replaces.
         put(&here, b"k", b"v1");
         let cached = encoded(&here);
         let written = here
-            .put_returning(KeyAt::new(0, b"k"), Bytes::from_static(b"v2"), None)
+            .put_returning(k(), Bytes::from_static(b"v2"), None)
             .expect("put")
             .expect("written")
             .0;
         assert_ne!(written, cached);
         assert_eq!(encoded(&here), written, "after a plain SET");
-        assert_eq!(
-            there.merge_encoded(KeyAt::new(0, b"k"), &written, None).expect("merge"),
-            None
-        );
+        assert_eq!(there.merge_encoded(k(), &written, None).expect("merge"), None);
         put(&there, b"k", b"v3");
         let newer = encoded(&there);
-        assert_eq!(
-            here.merge_encoded(KeyAt::new(0, b"k"), &newer, None).expect("merge"),
-            None
-        );
+        assert_eq!(here.merge_encoded(k(), &newer, None).expect("merge"), None);
         assert_eq!(encoded(&here), newer, "after a replicated write");
         put(&here, b"k", b"v4");
         let record = here.read(0, b"k").expect("read").expect("stored");
@@ -1126,26 +1103,17 @@ mod tests {
                 expire_at_ms: Some(expire_at_ms),
             };
             replica.update(0, b"k", |_| Ok((put, ()))).expect("put");
-            replica
-                .read_encoded(KeyAt::new(0, b"k"))
-                .expect("read")
-                .expect("stored")
+            replica.read_encoded(k()).expect("read").expect("stored")
         };
         let far = now_ms() + 3_600_000;
         for cache_bytes in [0, 1 << 20] {
             let (here, there) = (replica_as(1, cache_bytes), replica_as(2, cache_bytes));
             // A key this replica never held, then the next version of it: each stored as it came, indexed anew.
             let first = put_until(&there, b"v1", far);
-            assert_eq!(
-                here.merge_encoded(KeyAt::new(0, b"k"), &first, None).expect("merge"),
-                None
-            );
+            assert_eq!(here.merge_encoded(k(), &first, None).expect("merge"), None);
             let due = put_until(&there, b"v2", 1);
-            assert_eq!(
-                here.merge_encoded(KeyAt::new(0, b"k"), &due, None).expect("merge"),
-                None
-            );
-            assert_eq!(here.read_encoded(KeyAt::new(0, b"k")).expect("read"), Some(due));
+            assert_eq!(here.merge_encoded(k(), &due, None).expect("merge"), None);
+            assert_eq!(here.read_encoded(k()).expect("read"), Some(due));
             // Only the new deadline is indexed: the sweep drops the key once, and finds nothing else due.
             let swept = here.sweep_expired(16).expect("sweep");
             assert_eq!((swept.handled, swept.expired), (1, 1), "cache {cache_bytes}");
@@ -1184,19 +1152,16 @@ mod tests {
                 expire_at_ms: Some(1),
             };
             there.update(0, b"k", |_| Ok((expiring, ()))).expect("put");
-            let theirs = there.read_encoded(KeyAt::new(0, b"k")).expect("read").expect("stored");
-            here.merge_encoded(KeyAt::new(0, b"k"), &theirs, None).expect("merge");
+            let theirs = there.read_encoded(k()).expect("read").expect("stored");
+            here.merge_encoded(k(), &theirs, None).expect("merge");
             let before = here.read(0, b"k").expect("read").expect("stored");
             assert_eq!(before.siblings.len(), 2);
 
             let (encoded, _) = here
-                .put_returning(KeyAt::new(0, b"k"), Bytes::from_static(b"new"), None)
+                .put_returning(k(), Bytes::from_static(b"new"), None)
                 .expect("set")
                 .expect("written");
-            assert_eq!(
-                here.read_encoded(KeyAt::new(0, b"k")).expect("read"),
-                Some(encoded.clone())
-            );
+            assert_eq!(here.read_encoded(k()).expect("read"), Some(encoded.clone()));
             let after = Record::decode(&encoded).expect("decodes");
             let [only] = &after.siblings[..] else {
                 panic!("one sibling, cache {cache_bytes}")
@@ -1222,29 +1187,23 @@ mod tests {
         for cache_bytes in [0, 1 << 20] {
             let (here, there) = (replica_as(1, cache_bytes), replica_as(2, cache_bytes));
             put(&here, b"k", b"old");
-            let held = here.read_encoded(KeyAt::new(0, b"k")).expect("read").expect("stored");
+            let held = here.read_encoded(k()).expect("read").expect("stored");
             assert_eq!(
-                here.merge_encoded(KeyAt::new(0, b"k"), &held, None).expect("merge"),
+                here.merge_encoded(k(), &held, None).expect("merge"),
                 None,
                 "its own copy"
             );
-            assert_eq!(
-                here.read_encoded(KeyAt::new(0, b"k")).expect("read"),
-                Some(held.clone())
-            );
+            assert_eq!(here.read_encoded(k()).expect("read"), Some(held.clone()));
 
-            let malformed = here.merge_encoded(KeyAt::new(0, b"k"), &Bytes::from_static(b"\xff\xff\xff"), None);
+            let malformed = here.merge_encoded(k(), &Bytes::from_static(b"\xff\xff\xff"), None);
             assert!(malformed.is_err(), "cache {cache_bytes}");
-            assert_eq!(
-                here.read_encoded(KeyAt::new(0, b"k")).expect("read"),
-                Some(held.clone())
-            );
+            assert_eq!(here.read_encoded(k()).expect("read"), Some(held.clone()));
 
             // Another actor's concurrent write: both values stay, and the sender learns it lacked one.
             put(&there, b"k", b"new");
-            let theirs = there.read_encoded(KeyAt::new(0, b"k")).expect("read").expect("stored");
+            let theirs = there.read_encoded(k()).expect("read").expect("stored");
             let diverged = here
-                .merge_encoded(KeyAt::new(0, b"k"), &theirs, None)
+                .merge_encoded(k(), &theirs, None)
                 .expect("merge")
                 .expect("diverged");
             assert_eq!(diverged.siblings.len(), 2);
@@ -1252,21 +1211,12 @@ mod tests {
             assert_eq!(*merged, diverged);
 
             // The next version of what it holds: stored as the bytes came, nothing sent back.
-            let merged = here.read_encoded(KeyAt::new(0, b"k")).expect("read").expect("stored");
-            assert_eq!(
-                there.merge_encoded(KeyAt::new(0, b"k"), &merged, None).expect("merge"),
-                None
-            );
+            let merged = here.read_encoded(k()).expect("read").expect("stored");
+            assert_eq!(there.merge_encoded(k(), &merged, None).expect("merge"), None);
             put(&there, b"k", b"newest");
-            let newest = there.read_encoded(KeyAt::new(0, b"k")).expect("read").expect("stored");
-            assert_eq!(
-                here.merge_encoded(KeyAt::new(0, b"k"), &newest, None).expect("merge"),
-                None
-            );
-            assert_eq!(
-                here.read_encoded(KeyAt::new(0, b"k")).expect("read"),
-                Some(newest.clone())
-            );
+            let newest = there.read_encoded(k()).expect("read").expect("stored");
+            assert_eq!(here.merge_encoded(k(), &newest, None).expect("merge"), None);
+            assert_eq!(here.read_encoded(k()).expect("read"), Some(newest.clone()));
             assert_eq!(here.read(0, b"k").expect("read").expect("stored").siblings.len(), 1);
         }
     }
@@ -1275,14 +1225,11 @@ mod tests {
     fn a_write_over_the_held_bytes_is_stored_unread_and_any_other_is_merged() {
         let (coordinator, replica) = (replica_as(1, 0), replica_as(2, 0));
         put(&coordinator, b"k", b"old");
-        let old = coordinator
-            .read_encoded(KeyAt::new(0, b"k"))
-            .expect("read")
-            .expect("stored");
-        replica.merge_encoded(KeyAt::new(0, b"k"), &old, None).expect("merge");
+        let old = coordinator.read_encoded(k()).expect("read").expect("stored");
+        replica.merge_encoded(k(), &old, None).expect("merge");
         let far = now_ms() + 3_600_000;
         let (new, basis) = coordinator
-            .put_returning(KeyAt::new(0, b"k"), Bytes::from_static(b"new"), Some(far))
+            .put_returning(k(), Bytes::from_static(b"new"), Some(far))
             .expect("set")
             .expect("written");
         let basis = basis.expect("a basis without a cache");
@@ -1291,44 +1238,24 @@ mod tests {
         // Settled by the digest alone: even a record that does not subsume the held one would be stored as it came.
         let stranger = replica_as(3, 0);
         put(&stranger, b"k", b"concurrent");
-        let concurrent = stranger
-            .read_encoded(KeyAt::new(0, b"k"))
-            .expect("read")
-            .expect("stored");
+        let concurrent = stranger.read_encoded(k()).expect("read").expect("stored");
         let spare = replica_as(2, 0);
-        spare.merge_encoded(KeyAt::new(0, b"k"), &old, None).expect("merge");
+        spare.merge_encoded(k(), &old, None).expect("merge");
         assert_eq!(
-            spare
-                .merge_encoded(KeyAt::new(0, b"k"), &concurrent, Some(&basis))
-                .expect("merge"),
+            spare.merge_encoded(k(), &concurrent, Some(&basis)).expect("merge"),
             None
         );
-        assert_eq!(
-            spare.read_encoded(KeyAt::new(0, b"k")).expect("read"),
-            Some(concurrent.clone())
-        );
+        assert_eq!(spare.read_encoded(k()).expect("read"), Some(concurrent.clone()));
 
         // The write itself: stored, its deadline indexed in place of none.
-        assert_eq!(
-            replica
-                .merge_encoded(KeyAt::new(0, b"k"), &new, Some(&basis))
-                .expect("merge"),
-            None
-        );
-        assert_eq!(
-            replica.read_encoded(KeyAt::new(0, b"k")).expect("read"),
-            Some(new.clone())
-        );
+        assert_eq!(replica.merge_encoded(k(), &new, Some(&basis)).expect("merge"), None);
+        assert_eq!(replica.read_encoded(k()).expect("read"), Some(new.clone()));
         assert_eq!(replica.sweep_expired(16).expect("sweep").handled, 0, "not due yet");
 
         // A replica holding other bytes merges the usual way and says what the write lacked.
         let other = replica_as(2, 0);
-        other
-            .merge_encoded(KeyAt::new(0, b"k"), &concurrent, None)
-            .expect("merge");
-        let diverged = other
-            .merge_encoded(KeyAt::new(0, b"k"), &new, Some(&basis))
-            .expect("merge");
+        other.merge_encoded(k(), &concurrent, None).expect("merge");
+        let diverged = other.merge_encoded(k(), &new, Some(&basis)).expect("merge");
         assert_eq!(diverged.expect("diverged").siblings.len(), 2);
     }
 
