@@ -146,8 +146,11 @@ pub struct Replica {
 /// prefetch, the copy sent with a forward, the write), and its slot is hashed once for all of them.
 #[derive(Clone, Copy, Debug)]
 pub struct KeyAt<'a> {
+    /// The database (SELECT's index).
     pub db: u8,
+    /// `key`'s slot on the ring, as [`key_slot`] gives it.
     pub slot: u16,
+    /// The key as the client sent it.
     pub key: &'a [u8],
 }
 

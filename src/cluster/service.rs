@@ -110,7 +110,7 @@ impl PeerService {
                 .read_encoded(KeyAt::new(db, &key))
                 .map(PeerResponse::Record),
             PeerRequest::ReadBatch { db, keys } => {
-                let keys: Vec<KeyAt> = keys.iter().map(|key| KeyAt::new(db, key)).collect();
+                let keys: SmallVec<[KeyAt; 16]> = keys.iter().map(|key| KeyAt::new(db, key)).collect();
                 self.replica.prefetch(keys.iter().copied());
                 keys.iter()
                     .map(|&at| self.replica.read_encoded(at))

@@ -570,8 +570,8 @@ impl Coordinator {
             return Err(CommandError::NoReplica);
         }
         let (_, write) = self.quorums(scope);
+        let at = KeyAt::in_slot(scope.db, slot, key);
         for _ in 0..3 {
-            let at = KeyAt::in_slot(scope.db, slot, key);
             let written = self.local.put_returning(at, value.clone(), expire_at_ms)?;
             let Some((encoded, basis)) = written else { return Ok(()) };
             let diverged = self
