@@ -86,19 +86,20 @@ impl Coordinator {
         };
         match responses {
             Ok(responses) => {
-                let handed = responses.iter().flat_map(|response| match response {
-                    PeerResponse::Handback { records, .. } => &records[..],
-                    _ => &[],
-                });
+                let handed = responses.iter().flat_map(handed_back);
                 let slots: SmallVec<[u16; 16]> = handed.clone().map(|written| key_slot(&written.key)).collect();
                 let keys = handed.zip(&slots);
                 self.local
                     .prefetch(keys.map(|(written, &slot)| KeyAt::in_slot(written.db, slot, &written.key)));
-                // The handed-back records' slots, in the order `take_back` stores them.
-                let mut slots = slots.into_iter();
+                // Each response gets the slots of its own records, so one that fails midway shifts no other's.
+                let mut rest = &slots[..];
                 responses
                     .into_iter()
-                    .map(|response| self.forwarded_reply(peers, to, Ok(response), &mut slots))
+                    .map(|response| {
+                        let (own, others) = rest.split_at(handed_back(&response).len().min(rest.len()));
+                        rest = others;
+                        self.forwarded_reply(peers, to, Ok(response), own)
+                    })
                     .collect()
             }
             Err(e) => (0..n).map(|_| Err(self.peer_error(to, &e))).collect(),
@@ -111,7 +112,7 @@ impl Coordinator {
         peers: &Peers,
         to: MemberIndex,
         response: Result<PeerResponse, String>,
-        slots: &mut impl Iterator<Item = u16>,
+        slots: &[u16],
     ) -> CommandResult<Reply> {
         match response {
             Ok(PeerResponse::Reply(reply)) => Ok(reply.into()),
@@ -147,18 +148,13 @@ impl Coordinator {
     /// Stores the records a coordinator handed back; the write's reply waits
     /// for them, as they count towards its W. A copy that turns out to hold
     /// versions the coordinator's lacks (a concurrent repair) goes back to it.
-    /// `slots` gives the records' slots in order.
-    fn take_back(
-        &self,
-        peers: &Peers,
-        from: MemberIndex,
-        records: Vec<Written>,
-        slots: &mut impl Iterator<Item = u16>,
-    ) -> CommandResult<()> {
-        for handed in records {
+    /// `slots` are the records' slots, in order.
+    fn take_back(&self, peers: &Peers, from: MemberIndex, records: Vec<Written>, slots: &[u16]) -> CommandResult<()> {
+        for (i, handed) in records.into_iter().enumerate() {
             Stats::bump(&self.stats.handed_back);
             let basis = handed.basis.as_ref();
-            let slot = slots.next().unwrap_or_else(|| key_slot(&handed.key));
+            // One slot per record by construction; a record without one is still stored, its slot hashed here.
+            let slot = slots.get(i).copied().unwrap_or_else(|| key_slot(&handed.key));
             if let Some(merged) =
                 self.local
                     .merge_encoded(KeyAt::in_slot(handed.db, slot, &handed.key), &handed.record, basis)?
@@ -179,6 +175,14 @@ impl Coordinator {
             }
         }
         Ok(())
+    }
+}
+
+/// The records a coordinator handed back with `response`.
+fn handed_back(response: &PeerResponse) -> &[Written] {
+    match response {
+        PeerResponse::Handback { records, .. } => records,
+        _ => &[],
     }
 }
 
