@@ -36,6 +36,8 @@
 //!   engines, the journal both durable engines share (`storage/journal.rs`),
 //!   key layout, and durability (fsync policy with group commit).
 //! - [`identity`]: node id and incarnation kept in the data dir.
+//! - [`join`]: futures run concurrently with their outputs in order, for a
+//!   pipeline's commands (`join_all` without its move of each finished one).
 //! - [`sched`]: how the kernel schedules the node's threads (policy, time
 //!   slice).
 //! - [`node`]: state shared by all connections; [`run`] starts a node.
@@ -51,6 +53,7 @@ pub mod config;
 pub mod error;
 pub mod glob;
 pub mod identity;
+pub mod join;
 pub mod net;
 pub mod node;
 pub mod replica;

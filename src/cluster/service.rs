@@ -4,15 +4,16 @@
 use std::sync::{Arc, OnceLock, Weak};
 
 use bytes::{Bytes, BytesMut};
-use futures_util::future::join_all;
 use smallvec::SmallVec;
 
 use super::coordinator::{answer_keys, Scope};
 use super::handback;
 use super::messages::{Forwarded, PeerRequest, PeerResponse};
+use super::slot::key_slot;
 use super::wire;
 use crate::commands;
 use crate::error::CommandResult;
+use crate::join::join_in_order;
 use crate::net::{PeerId, Service};
 use crate::node::{Node, Stats};
 use crate::replica::{KeyAt, Replica};
@@ -50,11 +51,12 @@ impl PeerService {
 
     /// Runs a command `from` forwarded to this node as coordinator of its keys, merging the copies that came with
     /// it first and handing back the records written for them.
-    async fn coordinate(&self, from: PeerId, mut command: Forwarded) -> PeerResponse {
+    /// `slot` is the slot of the key at `argv[1]`, if the caller has hashed it.
+    async fn coordinate(&self, from: PeerId, mut command: Forwarded, slot: Option<u16>) -> PeerResponse {
         let Some(node) = self.node() else {
             return PeerResponse::Error(STOPPING.into());
         };
-        if let Some(answer) = self.put_now(&node, from, &command) {
+        if let Some(answer) = self.put_now(&node, from, &command, slot) {
             return answer;
         }
         let (db, copies) = (command.db, std::mem::take(&mut command.copies));
@@ -73,7 +75,7 @@ impl PeerService {
 
     /// A forwarded `SET key value` with the forwarder's copy, answered at once when
     /// [`Coordinator::put_forwarded`](super::coordinator::Coordinator::put_forwarded) can; `None` for the usual way.
-    fn put_now(&self, node: &Node, from: PeerId, command: &Forwarded) -> Option<PeerResponse> {
+    fn put_now(&self, node: &Node, from: PeerId, command: &Forwarded, slot: Option<u16>) -> Option<PeerResponse> {
         let [name, key, value] = &command.argv[..] else {
             return None;
         };
@@ -88,9 +90,12 @@ impl PeerService {
             read: command.read_quorum,
             write: command.write_quorum,
         };
-        let written = node
-            .coordinator
-            .put_forwarded(scope, key, value, (from, copy.record.as_ref()))?;
+        let written = node.coordinator.put_forwarded(
+            scope,
+            (key, slot.unwrap_or_else(|| key_slot(key))),
+            value,
+            (from, copy.record.as_ref()),
+        )?;
         Stats::bump(&node.stats.commands);
         Some(match written {
             Ok(Some(written)) => PeerResponse::Handback {
@@ -187,11 +192,22 @@ impl Service for PeerService {
     async fn handle(self: Arc<Self>, from: PeerId, request: PeerRequest) -> PeerResponse {
         let answer = match request {
             // Boxed, so that the task spawned for every request is not as big as a command's future.
-            PeerRequest::Forward(command) => return Box::pin(self.coordinate(from, command)).await,
+            PeerRequest::Forward(command) => return Box::pin(self.coordinate(from, command, None)).await,
             PeerRequest::ForwardBatch(commands) => {
-                let keys = commands.iter().filter_map(|c| Some(KeyAt::new(c.db, c.argv.get(1)?)));
-                self.replica.prefetch(keys);
-                let runs = join_all(commands.into_iter().map(|command| self.coordinate(from, command)));
+                // Each command's key is at argv[1], its slot hashed once for the prefetch and the write.
+                let slots: SmallVec<[Option<u16>; 16]> = commands
+                    .iter()
+                    .map(|c| c.argv.get(1).map(|key| key_slot(key)))
+                    .collect();
+                let keys = commands.iter().zip(&slots);
+                self.replica
+                    .prefetch(keys.filter_map(|(c, &slot)| Some(KeyAt::in_slot(c.db, slot?, c.argv.get(1)?))));
+                // By index, not zipped: a zip of the two is no TrustedLen, and collecting it moved each future again.
+                let runs = commands
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, command)| self.coordinate(from, command, slots[i]));
+                let runs = join_in_order(runs);
                 let answers = match self.node() {
                     Some(node) => node.coordinator.batching(runs).await,
                     None => runs.await,

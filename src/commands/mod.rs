@@ -22,6 +22,7 @@ use crate::cluster::messages::Forwarded;
 use crate::cluster::ring::MemberIndex;
 use crate::error::{CommandError, CommandResult};
 use crate::node::{Node, Stats};
+use crate::replica::KeyAt;
 use crate::server::clients::ClientHandle;
 use crate::server::connection::Session;
 use crate::server::reply::Reply;
@@ -323,12 +324,22 @@ pub struct Ctx<'a> {
     pub node: &'a Arc<Node>,
     /// This connection.
     pub session: &'a mut Session,
+    /// The slot of `argv[1]`, if a pipeline's grouping has hashed it.
+    pub key_slot: Option<u16>,
 }
 
 impl Ctx<'_> {
     /// The database and quorums key operations of this connection use.
     pub fn scope(&self) -> Scope {
         self.session.scope()
+    }
+
+    /// `argv[1]` in this connection's database: the key of a single-key command, with its slot.
+    pub fn first_key<'k>(&self, argv: &'k [Bytes]) -> KeyAt<'k> {
+        match self.key_slot {
+            Some(slot) => KeyAt::in_slot(self.session.db, slot, &argv[1]),
+            None => KeyAt::new(self.session.db, &argv[1]),
+        }
     }
 }
 
@@ -340,15 +351,15 @@ pub enum Prepared {
     Forward(MemberIndex, &'static Spec, Vec<Bytes>),
     /// A multi-key write whose keys have several coordinators: one command per key.
     Split(&'static Spec, Vec<Bytes>),
-    /// Runs here.
-    Run(&'static Spec, Vec<Bytes>),
+    /// Runs here; the slot of `argv[1]` if it is known already.
+    Run(&'static Spec, Vec<Bytes>, Option<u16>),
 }
 
 impl Prepared {
     /// The key of a single-key read that runs here: its quorum read can be made ahead, with others.
     pub fn read_key(&self) -> Option<&Bytes> {
         match self {
-            Prepared::Run(spec, argv) if spec.flags & (READONLY | WRITE) == READONLY && spec.keys == KEY1 => {
+            Prepared::Run(spec, argv, _) if spec.flags & (READONLY | WRITE) == READONLY && spec.keys == KEY1 => {
                 argv.get(1)
             }
             _ => None,
@@ -368,11 +379,18 @@ pub fn prepare(node: &Arc<Node>, session: &mut Session, argv: Vec<Bytes>) -> Pre
     let Some(index) = lookup(&argv[0]) else {
         return Prepared::Answered(CommandError::unknown_command(&argv[0], &argv[1..]).into());
     };
-    prepare_found(node, session, index, argv)
+    prepare_found(node, session, index, argv, None)
 }
 
-/// [`prepare`] of a request whose command was looked up already: the command table's entry `index`.
-pub fn prepare_found(node: &Arc<Node>, session: &mut Session, index: usize, argv: Vec<Bytes>) -> Prepared {
+/// [`prepare`] of a request whose command was looked up already: the command table's entry `index`. `slot` is the
+/// slot of `argv[1]` if the caller has hashed it (a pipeline's grouping does), so that no later step hashes it again.
+pub fn prepare_found(
+    node: &Arc<Node>,
+    session: &mut Session,
+    index: usize,
+    argv: Vec<Bytes>,
+    slot: Option<u16>,
+) -> Prepared {
     let spec = &COMMANDS[index];
     session
         .handle
@@ -392,7 +410,7 @@ pub fn prepare_found(node: &Arc<Node>, session: &mut Session, index: usize, argv
     if spec.flags & WRITE != 0 {
         session.wrote = true;
         if !session.forwarded && spec.keys != NOKEY && node.coordinator.is_clustered() {
-            match route::plan(node, spec, &argv) {
+            match route::plan(node, spec, &argv, slot) {
                 Ok(route::Plan::Here) => {}
                 Ok(route::Plan::Forward(to)) => return Prepared::Forward(to, spec, argv),
                 Ok(route::Plan::Split) => return Prepared::Split(spec, argv),
@@ -400,7 +418,7 @@ pub fn prepare_found(node: &Arc<Node>, session: &mut Session, index: usize, argv
             }
         }
     }
-    Prepared::Run(spec, argv)
+    Prepared::Run(spec, argv, slot)
 }
 
 /// Runs a request [`prepare`]d with this session.
@@ -412,8 +430,12 @@ pub async fn perform(node: &Arc<Node>, session: &mut Session, prepared: Prepared
             route::forward(node, session, to, argv, keys).await
         }
         Prepared::Split(spec, argv) => route::split(node, session, spec.cmd, &argv).await,
-        Prepared::Run(spec, argv) => {
-            let mut ctx = Ctx { node, session };
+        Prepared::Run(spec, argv, slot) => {
+            let mut ctx = Ctx {
+                node,
+                session,
+                key_slot: slot,
+            };
             return match run(spec.cmd, &mut ctx, &argv).await {
                 Ok(reply) => reply,
                 Err(e) => Some(e.into()),
@@ -450,7 +472,7 @@ pub async fn execute_forwarded(node: &Arc<Node>, command: Forwarded) -> Reply {
     session.read_quorum = command.read_quorum;
     session.write_quorum = command.write_quorum;
     session.forwarded = true;
-    let prepared = prepare_found(node, &mut session, index, command.argv);
+    let prepared = prepare_found(node, &mut session, index, command.argv, None);
     perform(node, &mut session, prepared).await.unwrap_or(Reply::Nil)
 }
 

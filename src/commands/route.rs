@@ -37,14 +37,17 @@ pub fn key_positions(spec: &Spec, argc: usize) -> impl Iterator<Item = usize> {
         .map(|i| i as usize)
 }
 
-/// Where `argv` (a keyed write) runs.
-pub fn plan(node: &Node, spec: &Spec, argv: &[Bytes]) -> CommandResult<Plan> {
+/// Where `argv` (a keyed write) runs; `slot` is the slot of `argv[1]` if the caller has hashed it.
+pub fn plan(node: &Node, spec: &Spec, argv: &[Bytes], slot: Option<u16>) -> CommandResult<Plan> {
     let coordinator = &node.coordinator;
     let mut positions = key_positions(spec, argv.len());
     let Some(first) = positions.next() else {
         return Ok(Plan::Here);
     };
-    let route = coordinator.route(&argv[first])?;
+    let route = match slot {
+        Some(slot) if first == 1 => coordinator.route_slot(slot)?,
+        _ => coordinator.route(&argv[first])?,
+    };
     for i in positions {
         if coordinator.route(&argv[i])? != route {
             if matches!(spec.cmd, Cmd::Del | Cmd::Unlink | Cmd::Mset | Cmd::Msetnx) {
@@ -98,6 +101,7 @@ async fn run_one(node: &Arc<Node>, template: &Session, cmd: Cmd, argv: Vec<Bytes
             let mut ctx = Ctx {
                 node,
                 session: &mut session,
+                key_slot: None,
             };
             run(cmd, &mut ctx, &argv).await.map(|reply| reply.unwrap_or(Reply::Nil))
         }

@@ -146,7 +146,7 @@ pub async fn set(ctx: &mut Ctx<'_>, argv: &[Bytes]) -> CommandResult<Reply> {
         // A blind write: nothing about the old value matters.
         let coordinator = &ctx.node.coordinator;
         coordinator
-            .put(ctx.scope(), &argv[1], value, expiry.resolve(None))
+            .put(ctx.scope(), ctx.first_key(argv), value, expiry.resolve(None))
             .await?;
         return Ok(Reply::Ok);
     }

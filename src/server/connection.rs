@@ -9,7 +9,6 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use xxhash_rust::xxh3::xxh3_64;
 
 use super::clients::ClientHandle;
 use super::parse::RequestParser;
@@ -18,7 +17,9 @@ use crate::cluster::coordinator::Scope;
 use crate::cluster::messages::Forwarded;
 use crate::cluster::preread;
 use crate::cluster::ring::MemberIndex;
+use crate::cluster::slot::key_slot;
 use crate::commands::{self, Prepared};
+use crate::join::join_in_order;
 use crate::node::Node;
 use crate::replica::KeyAt;
 use futures_util::future::{join, join_all};
@@ -130,27 +131,21 @@ pub async fn serve(node: Arc<Node>, mut stream: TcpStream, handle: Arc<ClientHan
         let concurrent = node.coordinator.is_clustered() && session.authenticated;
         loop {
             let parsed = parser.next(&mut input);
-            // For a groupable command: its command's index, its key's digest and whether the key is in the group.
+            // For a groupable command: its command's index, its key's slot and whether the key is in the group.
             let groupable = match &parsed {
                 Ok(Some(argv)) if concurrent => commands::single_key(argv).map(|(index, key)| {
-                    let key_digest = xxh3_64(key);
-                    let clash = group
-                        .iter()
-                        .any(|other| other.key_digest == key_digest && other.argv[1] == *key);
-                    (index, key_digest, clash)
+                    let slot = key_slot(key);
+                    let clash = group.iter().any(|other| other.slot == slot && other.argv[1] == *key);
+                    (index, slot, clash)
                 }),
                 _ => None,
             };
-            if let Some((index, key_digest, clash)) = groupable {
+            if let Some((index, slot, clash)) = groupable {
                 if clash {
                     run_group(&node, &mut session, &mut group, &mut output).await;
                 }
                 if let Ok(Some(argv)) = parsed {
-                    group.push(Grouped {
-                        index,
-                        key_digest,
-                        argv,
-                    });
+                    group.push(Grouped { index, slot, argv });
                 }
                 continue;
             }
@@ -207,21 +202,25 @@ pub async fn serve(node: Arc<Node>, mut stream: TcpStream, handle: Arc<ClientHan
     let _ = stream.shutdown().await;
 }
 
-/// A command of a pipeline's group: its command table index, the digest of its key (so a new key is compared byte
-/// by byte only with those it may equal) and its arguments.
+/// A command of a pipeline's group: its command table index, its key's slot (hashed once for every step on the
+/// key's way; a new key is compared byte by byte only with those in its slot) and its arguments.
 struct Grouped {
     index: usize,
-    key_digest: u64,
+    slot: u16,
     argv: Vec<Bytes>,
 }
+
+/// A coordinator's share of a group: the member, the positions of its commands in the group, and the commands with
+/// their keys' slots.
+type ForwardBatch = (MemberIndex, Vec<usize>, Vec<(Forwarded, u16)>);
 
 /// Runs single-key commands on distinct keys concurrently and appends their
 /// replies in order, leaving `group` empty. The writes other members
 /// coordinate go to each in one message.
 async fn run_group(node: &Arc<Node>, session: &mut Session, group: &mut Vec<Grouped>, output: &mut BytesMut) {
     if group.len() == 1 {
-        if let Some(Grouped { index, argv, .. }) = group.pop() {
-            let prepared = commands::prepare_found(node, session, index, argv);
+        if let Some(Grouped { index, slot, argv }) = group.pop() {
+            let prepared = commands::prepare_found(node, session, index, argv, Some(slot));
             if let Some(reply) = commands::perform(node, session, prepared).await {
                 reply.encode(session.resp, output);
             }
@@ -233,18 +232,17 @@ async fn run_group(node: &Arc<Node>, session: &mut Session, group: &mut Vec<Grou
     node.coordinator.local().prefetch(
         group
             .iter()
-            .filter_map(|grouped| Some(KeyAt::new(db, grouped.argv.get(1)?))),
+            .map(|grouped| KeyAt::in_slot(db, grouped.slot, &grouped.argv[1])),
     );
     let mut forks: Vec<Session> = group.iter().map(|_| session.fork()).collect();
     let n = group.len();
     // What runs here, by position; the forwards leave a `None`.
     let mut local: Vec<Option<Prepared>> = Vec::with_capacity(n);
-    // Per coordinator: the positions of its commands in the group, and the commands.
-    let mut batches: Vec<(MemberIndex, Vec<usize>, Vec<Forwarded>)> = Vec::with_capacity(2);
-    for (i, (fork, Grouped { index, argv, .. })) in forks.iter_mut().zip(group.drain(..)).enumerate() {
-        match commands::prepare_found(node, fork, index, argv) {
+    let mut batches: Vec<ForwardBatch> = Vec::with_capacity(2);
+    for (i, (fork, Grouped { index, slot, argv })) in forks.iter_mut().zip(group.drain(..)).enumerate() {
+        match commands::prepare_found(node, fork, index, argv, Some(slot)) {
             Prepared::Forward(to, _, argv) => {
-                let command = commands::forwarded(fork, argv);
+                let command = (commands::forwarded(fork, argv), slot);
                 match batches.iter_mut().find(|(member, _, _)| *member == to) {
                     Some((_, at, commands)) => {
                         at.push(i);
@@ -268,7 +266,7 @@ async fn run_group(node: &Arc<Node>, session: &mut Session, group: &mut Vec<Grou
     let forwards = batches
         .into_iter()
         .map(|(to, at, commands)| async move { (at, coordinator.forward_batch(to, commands).await) });
-    // One future per position, a forward's finished at once: join_all then sizes its list once instead of growing
+    // One future per position, a forward's finished at once: join_in_order then sizes its list once instead of growing
     // it, and each growth moved every command's future (callgrind: 270 instructions per SET at -P 16).
     let runs = forks.iter_mut().zip(local).map(|(fork, prepared)| async move {
         match prepared {
@@ -278,10 +276,10 @@ async fn run_group(node: &Arc<Node>, session: &mut Session, group: &mut Vec<Grou
     });
     let run_here = coordinator.batching(async {
         if reads.len() < 2 {
-            return join_all(runs).await;
+            return join_in_order(runs).await;
         }
         let answers = coordinator.read_many(scope, &reads).await;
-        preread::scope(scope.db, reads, answers, join_all(runs)).await
+        preread::scope(scope.db, reads, answers, join_in_order(runs)).await
     });
     let (mut replies, forwarded) = join(run_here, join_all(forwards)).await;
     for (at, answers) in forwarded {

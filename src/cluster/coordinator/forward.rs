@@ -31,22 +31,24 @@ impl Coordinator {
             return Err(CommandError::NoReplica);
         };
         Stats::bump(&self.stats.forwarded);
-        command.copies = self.copies_of(command.db, keys.filter_map(|i| command.argv.get(i)))?;
+        let keys = keys.filter_map(|i| command.argv.get(i));
+        command.copies = self.copies_of(command.db, keys.map(|key| (key, key_slot(key))))?;
         let reply = self.forward_chunk(peers, to, vec![command]).await.pop();
         reply.unwrap_or_else(|| Err(self.peer_error(to, "no answer")))
     }
 
-    /// Runs commands on distinct keys, one key each at `argv[1]`, at member `to`, their keys' coordinator, in as few
-    /// messages as the frame size allows; answers each, in order. Otherwise as [`Coordinator::forward`].
-    pub async fn forward_batch(&self, to: MemberIndex, commands: Vec<Forwarded>) -> Vec<CommandResult<Reply>> {
+    /// Runs commands on distinct keys, one key each at `argv[1]` (its slot beside it), at member `to`, their keys'
+    /// coordinator, in as few messages as the frame size allows; answers each, in order. Otherwise as
+    /// [`Coordinator::forward`].
+    pub async fn forward_batch(&self, to: MemberIndex, commands: Vec<(Forwarded, u16)>) -> Vec<CommandResult<Reply>> {
         let Some(peers) = &self.peers else {
             return commands.iter().map(|_| Err(CommandError::NoReplica)).collect();
         };
         let mut failed: Vec<(usize, CommandError)> = Vec::new();
         let mut ready = Vec::with_capacity(commands.len());
-        for (i, mut command) in commands.into_iter().enumerate() {
+        for (i, (mut command, slot)) in commands.into_iter().enumerate() {
             Stats::bump(&self.stats.forwarded);
-            match self.copies_of(command.db, command.argv.get(1).into_iter()) {
+            match self.copies_of(command.db, command.argv.get(1).map(|key| (key, slot)).into_iter()) {
                 Ok(copies) => {
                     command.copies = copies;
                     ready.push(command);
@@ -126,14 +128,13 @@ impl Coordinator {
         }
     }
 
-    /// This node's copies of those of `keys` it is a replica of (a key named
+    /// This node's copies of those of `keys` (each with its slot) it is a replica of (a key named
     /// twice is sent twice; merging an equal copy again costs a comparison).
-    fn copies_of<'a>(&self, db: u8, keys: impl Iterator<Item = &'a Bytes>) -> CommandResult<Vec<KeyCopy>> {
+    fn copies_of<'a>(&self, db: u8, keys: impl Iterator<Item = (&'a Bytes, u16)>) -> CommandResult<Vec<KeyCopy>> {
         let ring = self.membership.ring();
         let me = self.membership.me();
         let mut copies: Vec<KeyCopy> = Vec::with_capacity(keys.size_hint().0);
-        for key in keys {
-            let slot = key_slot(key);
+        for (key, slot) in keys {
             if !ring.preference_list(slot).contains(&me) {
                 continue;
             }

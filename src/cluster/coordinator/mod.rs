@@ -286,7 +286,15 @@ impl Coordinator {
         if self.peers.is_none() {
             return Ok(Route::Local);
         }
-        match self.coordinator_of(key_slot(key)) {
+        self.route_slot(key_slot(key))
+    }
+
+    /// Where a write to a key of `slot` runs, in a cluster.
+    pub fn route_slot(&self, slot: u16) -> CommandResult<Route> {
+        if self.peers.is_none() {
+            return Ok(Route::Local);
+        }
+        match self.coordinator_of(slot) {
             Some(m) if m == self.membership.me() => Ok(Route::Local),
             Some(m) => Ok(Route::Remote(m)),
             None => Err(CommandError::NoReplica),
@@ -502,7 +510,7 @@ impl Coordinator {
         }
     }
 
-    /// A plain SET forwarded by `forwarder` with its `copy` of `key`, written at once when this node and the
+    /// A plain SET forwarded by `forwarder` with its `copy` of `key` (in `slot`), written at once when this node and the
     /// forwarder make up W: the copy is merged, the record told to the other replicas and returned for the reply,
     /// which the forwarder stores before it answers. Nothing is awaited, so such a write needs neither a task nor
     /// the command table (a quarter of a forwarded SET's instructions at its coordinator: callgrind). `None`, with
@@ -511,13 +519,12 @@ impl Coordinator {
     pub fn put_forwarded(
         &self,
         scope: Scope,
-        key: &Bytes,
+        (key, slot): (&Bytes, u16),
         value: &Bytes,
         (forwarder, copy): (MemberIndex, Option<&Bytes>),
     ) -> Option<CommandResult<Option<Written>>> {
         let peers = self.peers.as_ref()?;
         let ring = self.membership.ring();
-        let slot = key_slot(key);
         let at = KeyAt::in_slot(scope.db, slot, key);
         let list = ring.preference_list(slot);
         let me = self.membership.me();
@@ -555,22 +562,23 @@ impl Coordinator {
     /// written), they are merged in and the value is written once more over
     /// them, so a plain SET still supersedes every acknowledged write: any W
     /// acks include a replica of every write W acknowledged when W + W > N.
-    pub async fn put(&self, scope: Scope, key: &[u8], value: Bytes, expire_at_ms: Option<u64>) -> CommandResult<()> {
+    /// `at` is a key of `scope`'s database.
+    pub async fn put(&self, scope: Scope, at: KeyAt<'_>, value: Bytes, expire_at_ms: Option<u64>) -> CommandResult<()> {
+        debug_assert_eq!(at.db, scope.db);
         let put = || Mutation::Put {
             value: value.clone(),
             expire_at_ms,
         };
+        let key = at.key;
         let Some(peers) = &self.peers else {
             return self.local.update(scope.db, key, |_| Ok((put(), ())));
         };
         let ring = self.membership.ring();
-        let slot = key_slot(key);
-        let list = ring.preference_list(slot);
+        let list = ring.preference_list(at.slot);
         if !list.contains(&self.membership.me()) {
             return Err(CommandError::NoReplica);
         }
         let (_, write) = self.quorums(scope);
-        let at = KeyAt::in_slot(scope.db, slot, key);
         for _ in 0..3 {
             let written = self.local.put_returning(at, value.clone(), expire_at_ms)?;
             let Some((encoded, basis)) = written else { return Ok(()) };
