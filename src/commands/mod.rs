@@ -356,11 +356,12 @@ pub enum Prepared {
 }
 
 impl Prepared {
-    /// The key of a single-key read that runs here: its quorum read can be made ahead, with others.
-    pub fn read_key(&self) -> Option<&Bytes> {
+    /// The key of a single-key read that runs here, with its slot if known: its quorum read can be made ahead,
+    /// with others.
+    pub fn read_key(&self) -> Option<(&Bytes, Option<u16>)> {
         match self {
-            Prepared::Run(spec, argv, _) if spec.flags & (READONLY | WRITE) == READONLY && spec.keys == KEY1 => {
-                argv.get(1)
+            Prepared::Run(spec, argv, slot) if spec.flags & (READONLY | WRITE) == READONLY && spec.keys == KEY1 => {
+                Some((argv.get(1)?, *slot))
             }
             _ => None,
         }

@@ -23,6 +23,7 @@ use crate::join::join_in_order;
 use crate::node::Node;
 use crate::replica::KeyAt;
 use futures_util::future::{join, join_all};
+use smallvec::SmallVec;
 
 /// Per-connection state that commands read and change.
 pub struct Session {
@@ -262,7 +263,16 @@ async fn run_group(node: &Arc<Node>, session: &mut Session, group: &mut Vec<Grou
     }
     let coordinator = &node.coordinator;
     let scope = session.scope();
-    let reads: Vec<Bytes> = local.iter().flatten().filter_map(Prepared::read_key).cloned().collect();
+    // The reads to make ahead, with their slots: sized at the first (a filtered iterator's lower bound is 0, so
+    // collecting grew the list), and a group without reads allocates nothing.
+    let (mut reads, mut slots) = (Vec::new(), SmallVec::<[u16; 16]>::new());
+    for (key, slot) in local.iter().flatten().filter_map(Prepared::read_key) {
+        if reads.is_empty() {
+            reads.reserve_exact(n);
+        }
+        reads.push(key.clone());
+        slots.push(slot.unwrap_or_else(|| key_slot(key)));
+    }
     let forwards = batches
         .into_iter()
         .map(|(to, at, commands)| async move { (at, coordinator.forward_batch(to, commands).await) });
@@ -278,7 +288,7 @@ async fn run_group(node: &Arc<Node>, session: &mut Session, group: &mut Vec<Grou
         if reads.len() < 2 {
             return join_in_order(runs).await;
         }
-        let answers = coordinator.read_many(scope, &reads).await;
+        let answers = coordinator.read_many_in(scope, &reads, &slots).await;
         preread::scope(scope.db, reads, answers, join_in_order(runs)).await
     });
     let (mut replies, forwarded) = join(run_here, join_all(forwards)).await;

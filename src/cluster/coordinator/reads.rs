@@ -25,24 +25,25 @@ impl Coordinator {
     /// in the background.
     pub async fn read(&self, scope: Scope, key: &[u8]) -> CommandResult<Option<Found>> {
         let Some(peers) = &self.peers else {
-            return self.read_here(scope.db, key);
+            return self.read_here(KeyAt::new(scope.db, key));
         };
         if let Some(answer) = preread::take(scope.db, key) {
             return answer;
         }
         let ring = self.membership.ring();
-        let list = ring.preference_list(key_slot(key));
+        let slot = key_slot(key);
+        let list = ring.preference_list(slot);
         let me = self.membership.me();
         let (need, _) = self.quorums(scope);
         let local_replica = list.contains(&me);
         if need == 1 && local_replica {
-            return self.read_here(scope.db, key);
+            return self.read_here(KeyAt::in_slot(scope.db, slot, key));
         }
         let key = Bytes::copy_from_slice(key);
         let mut pending = self.ask_encoded(peers, list, scope.db, &key, None);
         let mut copies = Copies::new();
         if local_replica {
-            copies.push((me, self.local_copy(scope.db, &key)?));
+            copies.push((me, self.local_copy(KeyAt::in_slot(scope.db, slot, &key))?));
         }
         while copies.len() < need {
             match pending.next().await {
@@ -94,19 +95,16 @@ impl Coordinator {
     }
 
     /// This node's copy of `key` for a quorum read: its bytes, not decoded (see [`Found`]).
-    fn local_copy(&self, db: u8, key: &[u8]) -> CommandResult<Option<ReplicaCopy>> {
-        Ok(self
-            .local
-            .read_encoded(KeyAt::new(db, key))?
-            .map(|encoded| ReplicaCopy {
-                record: None,
-                encoded: Some(encoded),
-            }))
+    fn local_copy(&self, at: KeyAt<'_>) -> CommandResult<Option<ReplicaCopy>> {
+        Ok(self.local.read_encoded(at)?.map(|encoded| ReplicaCopy {
+            record: None,
+            encoded: Some(encoded),
+        }))
     }
 
     /// The local replica's record of `key`, where it alone answers: its bytes, as for a quorum read.
-    fn read_here(&self, db: u8, key: &[u8]) -> CommandResult<Option<Found>> {
-        Ok(self.local.read_encoded(KeyAt::new(db, key))?.map(Found::Stored))
+    fn read_here(&self, at: KeyAt<'_>) -> CommandResult<Option<Found>> {
+        Ok(self.local.read_encoded(at)?.map(Found::Stored))
     }
 
     /// Once the replicas still pending have answered, sends the merge of all
@@ -151,18 +149,32 @@ impl Coordinator {
     /// each key is answered (or refused) once R replicas have answered for it. Stale copies are repaired in the
     /// background once every replica has answered.
     pub async fn read_many(&self, scope: Scope, keys: &[Bytes]) -> Vec<CommandResult<Option<Found>>> {
+        if self.peers.is_none() {
+            return keys
+                .iter()
+                .map(|key| self.read_here(KeyAt::new(scope.db, key)))
+                .collect();
+        }
+        let slots: Vec<u16> = keys.iter().map(|key| key_slot(key)).collect();
+        self.read_many_in(scope, keys, &slots).await
+    }
+
+    /// [`Coordinator::read_many`] of keys whose slots the caller has hashed: `slots[i]` is `keys[i]`'s.
+    pub async fn read_many_in(&self, scope: Scope, keys: &[Bytes], slots: &[u16]) -> Vec<CommandResult<Option<Found>>> {
+        debug_assert_eq!(keys.len(), slots.len());
+        let at = |i: usize| KeyAt::in_slot(scope.db, slots[i], &keys[i]);
         let Some(peers) = &self.peers else {
-            return keys.iter().map(|key| self.read_here(scope.db, key)).collect();
+            return (0..keys.len()).map(|i| self.read_here(at(i))).collect();
         };
         let (db, me, ring) = (scope.db, self.membership.me(), self.membership.ring());
         let (need, _) = self.quorums(scope);
-        let lists: Vec<&[MemberIndex]> = keys.iter().map(|key| ring.preference_list(key_slot(key))).collect();
+        let lists: Vec<&[MemberIndex]> = slots.iter().map(|&slot| ring.preference_list(slot)).collect();
         let mut errors: Vec<Option<CommandError>> = keys.iter().map(|_| None).collect();
         let mut copies: Vec<Copies> = Vec::with_capacity(keys.len());
-        for (i, (key, list)) in keys.iter().zip(&lists).enumerate() {
+        for (i, list) in lists.iter().enumerate() {
             let mut found = Copies::new();
             if list.contains(&me) {
-                match self.local_copy(db, key) {
+                match self.local_copy(at(i)) {
                     Ok(copy) => found.push((me, copy)),
                     Err(e) => errors[i] = Some(e),
                 }
