@@ -385,7 +385,16 @@ impl Replica {
         key: &[u8],
         decide: impl FnOnce(Current<'_>) -> CommandResult<(Mutation, T)>,
     ) -> CommandResult<(T, Option<Bytes>)> {
-        let stored = self.stored_key(db, key)?;
+        self.update_returning_at(KeyAt::new(db, key), decide)
+    }
+
+    /// [`Replica::update_returning`] of a key whose slot the caller has taken.
+    fn update_returning_at<T>(
+        &self,
+        at: KeyAt<'_>,
+        decide: impl FnOnce(Current<'_>) -> CommandResult<(Mutation, T)>,
+    ) -> CommandResult<(T, Option<Bytes>)> {
+        let stored = self.stored_key_at(at)?;
         let _guard = self.locks[Self::stripe(&stored)].lock();
         let now = now_ms();
         let mut record = self.load_mut(&stored)?;
@@ -431,7 +440,7 @@ impl Replica {
     ) -> CommandResult<Option<(Bytes, Option<Basis>)>> {
         if self.write_cache().is_some() {
             let put = Mutation::Put { value, expire_at_ms };
-            let written = self.update_returning(at.db, at.key, |_| Ok((put, ())))?.1;
+            let written = self.update_returning_at(at, |_| Ok((put, ())))?.1;
             return Ok(written.map(|encoded| (encoded, None)));
         }
         let stored = self.stored_key_at(at)?;
