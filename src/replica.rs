@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::{Mutex, MutexGuard};
-use smallvec::{smallvec, SmallVec};
+use smallvec::smallvec;
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::cache::{Cached, CachedRecord, Lookup, RecordCache};
@@ -20,8 +20,8 @@ use crate::cluster::slot::key_slot;
 use crate::config::ConflictMode;
 use crate::error::{CommandError, CommandResult};
 use crate::storage::{
-    expiry_key, split_expiry_key, split_storage_key, storage_key, BatchOp, Durability, Engine, Space, StorageError,
-    StorageKey, Value,
+    expiry_key, split_expiry_key, split_storage_key, storage_key, BatchOp, Durability, Engine, Ops, Space,
+    StorageError, StorageKey, Value,
 };
 use crate::version::{supersede_encoded, ActorId, Basis, EncodedRecord, Record, RecordView, Sibling, VersionVector};
 
@@ -121,9 +121,6 @@ enum Held {
     /// A copy to merge with the incoming one.
     Other(Arc<Record>),
 }
-
-/// The storage ops of one write: a record and at most two expiry-index changes, kept on the stack.
-type Ops = SmallVec<[BatchOp; 3]>;
 
 /// The local store of versioned records.
 pub struct Replica {
@@ -320,6 +317,25 @@ impl Replica {
         self.engine.read_with(stored, read)
     }
 
+    /// [`Replica::read_locked`], then [`Replica::commit`] of the ops `write` queues on seeing the record, for a
+    /// writer holding the key's lock. Where only the engine answers reads (no cache, no write buffer) it finds the
+    /// key once for both.
+    fn read_then_commit(
+        &self,
+        stored: &[u8],
+        write: &mut dyn FnMut(Option<&[u8]>, &mut Ops),
+    ) -> Result<(), StorageError> {
+        if self.cache.is_some() || self.engine.keeps_recent_writes() || self.engine.backpressure() {
+            let mut ops = Ops::new();
+            self.read_locked(stored, &mut |bytes| write(bytes, &mut ops))?;
+            return self.commit(&ops);
+        }
+        if self.engine.read_then_apply(stored, write)? {
+            self.durability.note_write();
+        }
+        Ok(())
+    }
+
     /// Loads a record to change it (a copy if the cache shares it).
     fn load_mut(&self, stored: &[u8]) -> Result<Record, StorageError> {
         Ok(self.load(stored)?.map(Arc::unwrap_or_clone).unwrap_or_default())
@@ -448,22 +464,21 @@ impl Replica {
         let now = now_ms();
         let mut written = Ok(None);
         let mut replaced = Basis::new(None, None, None);
-        self.read_locked(&stored, &mut |bytes| {
-            written = supersede_encoded(bytes, self.actor, &value, expire_at_ms, now);
-            if let Ok(Some(written)) = &written {
+        self.read_then_commit(&stored, &mut |bytes, ops| {
+            written = supersede_encoded(bytes, self.actor, &value, expire_at_ms, now).map(|written| {
+                let written = written?;
                 replaced = Basis::new(bytes, written.replaced_expiry, expire_at_ms);
-            }
+                Self::reindex(written.replaced_expiry, expire_at_ms, &stored, ops);
+                let encoded = Bytes::from(written.encoded);
+                ops.push(BatchOp::Put(
+                    Space::Records,
+                    StorageKey::from_slice(&stored),
+                    encoded.clone(),
+                ));
+                Some(encoded)
+            });
         })?;
-        let written = written?.ok_or(StorageError::Corrupt)?;
-        let mut ops = Ops::new();
-        Self::reindex(written.replaced_expiry, expire_at_ms, &stored, &mut ops);
-        let encoded = Bytes::from(written.encoded);
-        ops.push(BatchOp::Put(
-            Space::Records,
-            StorageKey::from_slice(&stored),
-            encoded.clone(),
-        ));
-        self.commit(&ops)?;
+        let encoded = written?.ok_or(StorageError::Corrupt)?;
         Ok(Some((encoded, Some(replaced))))
     }
 
@@ -491,44 +506,51 @@ impl Replica {
             }
         } else {
             let mut held = Ok(Held::Settled);
-            self.read_locked(&stored, &mut |bytes| {
-                if let Some(basis) = basis.filter(|basis| basis.replaced(bytes)) {
-                    // The record the incoming one was written over: it subsumes it.
-                    held = Ok(Held::Replaced(basis.replaced_expiry, basis.expiry));
-                    return;
+            self.read_then_commit(&stored, &mut |bytes, ops| {
+                held = Self::held_against(bytes, encoded, basis);
+                if let Ok(Held::Replaced(previous_expiry, next_expiry)) = held {
+                    Self::reindex(previous_expiry, next_expiry, &stored, ops);
+                    ops.push(BatchOp::Put(
+                        Space::Records,
+                        StorageKey::from_slice(&stored),
+                        encoded.clone(),
+                    ));
                 }
-                if bytes.is_some_and(|bytes| bytes == &encoded[..]) {
-                    // An equal copy, as a forwarder's mostly is: nothing to decode.
-                    held = Ok(Held::Settled);
-                    return;
-                }
-                let Some(incoming) = RecordView::decode(encoded) else {
-                    held = Err(malformed());
-                    return;
-                };
-                held = match bytes {
-                    None if incoming.is_empty() => Ok(Held::Settled),
-                    None => Ok(Held::Replaced(None, incoming.next_expiry())),
-                    Some(bytes) => match RecordView::decode(bytes) {
-                        Some(view) if view.is_subsumed_by(&incoming) => {
-                            Ok(Held::Replaced(view.next_expiry(), incoming.next_expiry()))
-                        }
-                        _ => decode_stored(bytes).map(Held::Other).map_err(CommandError::from),
-                    },
-                };
             })?;
             match held? {
-                Held::Settled => return Ok(None),
-                Held::Replaced(previous_expiry, next_expiry) => {
-                    // No write-through cache on this path (a read cache forgets the key in `commit`).
-                    self.store_encoded(stored, previous_expiry, next_expiry, encoded.clone())?;
-                    return Ok(None);
-                }
+                // Stored above, where it subsumed the held copy: no write-through cache on this path (a read cache
+                // forgets the key in the commit).
+                Held::Settled | Held::Replaced(..) => return Ok(None),
                 Held::Other(current) => Some(current),
             }
         };
         let incoming = Record::decode(encoded).ok_or_else(malformed)?;
         self.merge_locked(stored, current, Cow::Owned(incoming), Some(encoded))
+    }
+
+    /// How an incoming copy (`encoded`, written over the record `basis` names, if given) stands to the stored bytes
+    /// of its key: equal, subsuming them, or to be merged with them (decoded).
+    fn held_against(bytes: Option<&[u8]>, encoded: &Bytes, basis: Option<&Basis>) -> CommandResult<Held> {
+        let malformed = || CommandError::Other("malformed record".into());
+        if let Some(basis) = basis.filter(|basis| basis.replaced(bytes)) {
+            // The record the incoming one was written over: it subsumes it.
+            return Ok(Held::Replaced(basis.replaced_expiry, basis.expiry));
+        }
+        if bytes.is_some_and(|bytes| bytes == &encoded[..]) {
+            // An equal copy, as a forwarder's mostly is: nothing to decode.
+            return Ok(Held::Settled);
+        }
+        let incoming = RecordView::decode(encoded).ok_or_else(malformed)?;
+        match bytes {
+            None if incoming.is_empty() => Ok(Held::Settled),
+            None => Ok(Held::Replaced(None, incoming.next_expiry())),
+            Some(bytes) => match RecordView::decode(bytes) {
+                Some(view) if view.is_subsumed_by(&incoming) => {
+                    Ok(Held::Replaced(view.next_expiry(), incoming.next_expiry()))
+                }
+                _ => decode_stored(bytes).map(Held::Other).map_err(CommandError::from),
+            },
+        }
     }
 
     /// Merges another replica's copy of a key into this one (replication,

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use super::journal::{self, file_path, numbered_files, remove_before, sync_dir, Journal, PENDING_MAX};
 use super::log_frame::{self, Change, FrameBuilder};
 use super::memory::Entry;
-use super::{BatchOp, Engine, MemoryEngine, Space, StorageError, StorageKey, Value, Visitor};
+use super::{BatchOp, Engine, MemoryEngine, Ops, Space, StorageError, StorageKey, Value, Visitor};
 
 /// Logs since the snapshot are rewritten once they pass this many bytes and
 /// the snapshot's size (Redis: auto-aof-rewrite-min-size 64mb, percentage 100).
@@ -216,6 +216,26 @@ impl Engine for LogEngine {
 
     fn prefetch(&self, keys: &mut dyn Iterator<Item = StorageKey>) {
         self.shared.ram.prefetch(keys)
+    }
+
+    fn read_then_apply(
+        &self,
+        key: &[u8],
+        write: &mut dyn FnMut(Option<&[u8]>, &mut Ops),
+    ) -> Result<bool, StorageError> {
+        let (written, full) = {
+            let mut pending = self.shared.journal.pending();
+            let written = self.shared.ram.rewrite(key, write, |ops| {
+                let mut frame = FrameBuilder::new(&mut pending);
+                frame.batch(ops);
+                frame.finish();
+            });
+            (written, pending.len() >= PENDING_MAX)
+        };
+        if full {
+            self.flush()?;
+        }
+        Ok(written)
     }
 
     fn apply(&self, ops: &[BatchOp]) -> Result<(), StorageError> {

@@ -23,7 +23,7 @@ use parking_lot::RwLock;
 use smallvec::SmallVec;
 
 use super::record_map::RecordMap;
-use super::{BatchOp, Engine, Space, StorageError, StorageKey, Value, Visitor};
+use super::{BatchOp, Engine, Ops, Space, StorageError, StorageKey, Value, Visitor};
 use crate::cluster::slot::SLOTS;
 
 /// Slots per record map.
@@ -154,6 +154,52 @@ impl MemoryEngine {
         }
     }
 
+    /// [`Engine::read_then_apply`] with `journal` told the ops before they reach the maps (the log engine logs
+    /// them): the key is found once for its read and its own write. Its other ops (expiry-index changes) are
+    /// applied once its map's lock is let go, one lock at a time as [`Engine::apply`] takes them.
+    pub(super) fn rewrite(
+        &self,
+        key: &[u8],
+        write: &mut dyn FnMut(Option<&[u8]>, &mut Ops),
+        journal: impl FnOnce(&[BatchOp]),
+    ) -> bool {
+        let mut ops = Ops::new();
+        let mut map = self.records[Self::map_of(key)].0.write();
+        let found = map.find(key);
+        write(map.entry_at(&found).map(Entry::value), &mut ops);
+        if ops.is_empty() {
+            return false;
+        }
+        journal(&ops);
+        let mut found = Some(found);
+        let mut others: SmallVec<[&BatchOp; 3]> = SmallVec::new();
+        for op in &ops {
+            match (op, found.take()) {
+                (BatchOp::Put(Space::Records, at, value), Some(found)) if at[..] == *key => {
+                    map.put_found(found, key, value);
+                }
+                (BatchOp::Put(Space::Records, at, value), None) if at[..] == *key => {
+                    map.put(key, value);
+                }
+                (BatchOp::Delete(Space::Records, at), _) if at[..] == *key => map.remove(key),
+                (op, still) => {
+                    found = still;
+                    others.push(op);
+                }
+            }
+        }
+        drop(map);
+        for op in others {
+            match op {
+                BatchOp::Put(space, at, value) => {
+                    self.put(*space, at, value);
+                }
+                BatchOp::Delete(space, at) => self.remove(*space, at),
+            }
+        }
+        true
+    }
+
     /// Removes one entry if present.
     pub(super) fn remove(&self, space: Space, key: &[u8]) {
         match space {
@@ -252,6 +298,14 @@ impl Engine for MemoryEngine {
         for &(map, hash) in &homes {
             self.records[map].0.read().prefetch_entry(hash);
         }
+    }
+
+    fn read_then_apply(
+        &self,
+        key: &[u8],
+        write: &mut dyn FnMut(Option<&[u8]>, &mut Ops),
+    ) -> Result<bool, StorageError> {
+        Ok(self.rewrite(key, write, |_| ()))
     }
 
     fn apply(&self, ops: &[BatchOp]) -> Result<(), StorageError> {

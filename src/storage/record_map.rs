@@ -29,6 +29,12 @@ pub(super) struct Slot {
     entry: Option<Entry>,
 }
 
+/// Where a key was found in a map (or that it was not), for a write that follows its read.
+pub(super) struct Found {
+    hash: u64,
+    at: Option<usize>,
+}
+
 /// A map's entries, in no order.
 pub(super) type Entries<'a> = std::iter::FilterMap<std::slice::Iter<'a, Slot>, fn(&Slot) -> Option<&Entry>>;
 
@@ -98,11 +104,32 @@ impl RecordMap {
         self.slots[at].entry.as_ref()
     }
 
+    /// Looks `key` up for a read followed by a write ([`Self::entry_at`], [`Self::put_found`]): one hash and one
+    /// probe for both.
+    pub(super) fn find(&self, key: &[u8]) -> Found {
+        let hash = Self::hash(key);
+        Found {
+            hash,
+            at: self.position(hash, key),
+        }
+    }
+
+    /// The entry `found` points at, if the key was present.
+    pub(super) fn entry_at(&self, found: &Found) -> Option<&Entry> {
+        self.slots[found.at?].entry.as_ref()
+    }
+
     /// Inserts `key` or overwrites its value; returns by how many bytes the map grew (an entry and its slot, or a
     /// longer value; a shorter one counts nothing).
     pub(super) fn put(&mut self, key: &[u8], value: &[u8]) -> usize {
-        let hash = Self::hash(key);
-        if let Some(at) = self.position(hash, key) {
+        let found = self.find(key);
+        self.put_found(found, key, value)
+    }
+
+    /// [`Self::put`] where `found` is `key`'s lookup, with the map unchanged since.
+    pub(super) fn put_found(&mut self, found: Found, key: &[u8], value: &[u8]) -> usize {
+        let Found { hash, at } = found;
+        if let Some(at) = at {
             if let Some(entry) = &mut self.slots[at].entry {
                 let grown = value.len().saturating_sub(entry.value().len());
                 entry.set_value(value);
