@@ -189,15 +189,18 @@ impl MemoryEngine {
             }
         }
         drop(map);
-        for op in others {
-            match op {
-                BatchOp::Put(space, at, value) => {
-                    self.put(*space, at, value);
-                }
-                BatchOp::Delete(space, at) => self.remove(*space, at),
-            }
-        }
+        others.into_iter().for_each(|op| self.apply_one(op));
         true
+    }
+
+    /// One op of [`Engine::apply`].
+    fn apply_one(&self, op: &BatchOp) {
+        match op {
+            BatchOp::Put(space, key, value) => {
+                self.put(*space, key, value);
+            }
+            BatchOp::Delete(space, key) => self.remove(*space, key),
+        }
     }
 
     /// Removes one entry if present.
@@ -310,14 +313,7 @@ impl Engine for MemoryEngine {
 
     fn apply(&self, ops: &[BatchOp]) -> Result<(), StorageError> {
         // Callers hold the key's lock, so per-map atomicity is enough here.
-        for op in ops {
-            match op {
-                BatchOp::Put(space, key, value) => {
-                    self.put(*space, key, value);
-                }
-                BatchOp::Delete(space, key) => self.remove(*space, key),
-            }
-        }
+        ops.iter().for_each(|op| self.apply_one(op));
         Ok(())
     }
 
