@@ -325,7 +325,7 @@ impl Replica {
         stored: &[u8],
         write: &mut dyn FnMut(Option<&[u8]>, &mut Ops),
     ) -> Result<(), StorageError> {
-        if self.cache.is_some() || self.engine.keeps_recent_writes() || self.engine.backpressure() {
+        if self.cache.is_some() || !self.write_through || self.engine.backpressure() {
             let mut ops = Ops::new();
             self.read_locked(stored, &mut |bytes| write(bytes, &mut ops))?;
             return self.commit(&ops);

@@ -205,6 +205,29 @@ fn encode_puts<'a>(out: &mut Vec<u8>, space: Space, entries: impl Iterator<Item 
     frame.finish();
 }
 
+impl LogEngine {
+    /// Runs `change` under the journal's pending lock (frames and maps change in one order), then writes the
+    /// pending frames out once they pass [`PENDING_MAX`].
+    fn journaled<R>(&self, change: impl FnOnce(&mut Vec<u8>) -> Result<R, StorageError>) -> Result<R, StorageError> {
+        let (out, full) = {
+            let mut pending = self.shared.journal.pending();
+            let out = change(&mut pending)?;
+            (out, pending.len() >= PENDING_MAX)
+        };
+        if full {
+            self.flush()?;
+        }
+        Ok(out)
+    }
+}
+
+/// Appends one frame holding `ops` to the pending journal bytes.
+fn frame_ops(pending: &mut Vec<u8>, ops: &[BatchOp]) {
+    let mut frame = FrameBuilder::new(pending);
+    frame.batch(ops);
+    frame.finish();
+}
+
 impl Engine for LogEngine {
     fn get(&self, key: &[u8]) -> Result<Option<Value>, StorageError> {
         self.shared.ram.get(key)
@@ -223,34 +246,14 @@ impl Engine for LogEngine {
         key: &[u8],
         write: &mut dyn FnMut(Option<&[u8]>, &mut Ops),
     ) -> Result<bool, StorageError> {
-        let (written, full) = {
-            let mut pending = self.shared.journal.pending();
-            let written = self.shared.ram.rewrite(key, write, |ops| {
-                let mut frame = FrameBuilder::new(&mut pending);
-                frame.batch(ops);
-                frame.finish();
-            });
-            (written, pending.len() >= PENDING_MAX)
-        };
-        if full {
-            self.flush()?;
-        }
-        Ok(written)
+        self.journaled(|pending| Ok(self.shared.ram.rewrite(key, write, |ops| frame_ops(pending, ops))))
     }
 
     fn apply(&self, ops: &[BatchOp]) -> Result<(), StorageError> {
-        let full = {
-            let mut pending = self.shared.journal.pending();
-            let mut frame = FrameBuilder::new(&mut pending);
-            frame.batch(ops);
-            frame.finish();
-            self.shared.ram.apply(ops)?;
-            pending.len() >= PENDING_MAX
-        };
-        if full {
-            self.flush()?;
-        }
-        Ok(())
+        self.journaled(|pending| {
+            frame_ops(pending, ops);
+            self.shared.ram.apply(ops)
+        })
     }
 
     fn scan(&self, space: Space, from: &[u8], visit: &mut Visitor<'_>) -> Result<(), StorageError> {
